@@ -1,0 +1,56 @@
+"""Shared fixtures: throw-away MariaDB databases (never mocked), fake clock.
+
+Every test run creates its own databases named ``kcsc_t_<random>`` on the MariaDB server named by
+``KCSC_TEST_MYSQL`` (default: root without password on 127.0.0.1:3306) and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from sidecar.clock import FakeClock
+
+MYSQL_SERVER_URL = os.environ.get("KCSC_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> sa.Engine:
+    engine = sa.create_engine(MYSQL_SERVER_URL + "/", pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as err:  # pragma: no cover - environment problem
+        pytest.exit(f"MariaDB is not reachable at {MYSQL_SERVER_URL}: {err}", returncode=3)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def new_mysql_database(mysql_server: sa.Engine) -> Iterator[Callable[[], str]]:
+    """A factory: each call creates an empty utf8mb4 database and returns its SQLAlchemy URL."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = "kcsc_t_" + secrets.token_hex(6)
+        with mysql_server.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
+                )
+            )
+        created.append(name)
+        return f"{MYSQL_SERVER_URL}/{name}?charset=utf8mb4"
+
+    yield make
+    with mysql_server.begin() as conn:
+        for name in created:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
