@@ -53,7 +53,9 @@ class PhpError(RuntimeError):
     """A PHP run exited non-zero; carries its stderr (and stdout) for the test report."""
 
     def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        super().__init__(f"php exited {returncode}\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}")
+        super().__init__(
+            f"php exited {returncode}\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}"
+        )
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
@@ -88,9 +90,7 @@ def require_php() -> None:
 
 def random_salts() -> dict[str, str]:
     """Eight distinct 64-character keys and salts, as wp-config.php would hold them."""
-    return {
-        name: "".join(secrets.choice(_SALT_ALPHABET) for _ in range(64)) for name in SALT_NAMES
-    }
+    return {name: "".join(secrets.choice(_SALT_ALPHABET) for _ in range(64)) for name in SALT_NAMES}
 
 
 def php_literal(value: Any) -> str:
@@ -186,10 +186,14 @@ class WordPressPHP:
             done = subprocess.run(
                 [
                     "php",
-                    "-d", "display_errors=stderr",
-                    "-d", "log_errors=0",
-                    "-d", "error_reporting=E_ALL & ~E_DEPRECATED",
-                    "-d", "memory_limit=256M",
+                    "-d",
+                    "display_errors=stderr",
+                    "-d",
+                    "log_errors=0",
+                    "-d",
+                    "error_reporting=E_ALL & ~E_DEPRECATED",
+                    "-d",
+                    "memory_limit=256M",
                     str(script),
                 ],
                 capture_output=True,
@@ -227,9 +231,10 @@ class WordPressPHP:
         self, *, admin_login: str = "admin", admin_password: str = DEFAULT_ADMIN_PASSWORD
     ) -> int:
         """Create WordPress's tables and default content (wp_install); returns the admin's id."""
+        email = admin_login + "@example.test"
         return self.call(
             f"""
-            $r = wp_install('Clinic', {php_literal(admin_login)}, {php_literal(admin_login + '@example.test')},
+            $r = wp_install('Clinic', {php_literal(admin_login)}, {php_literal(email)},
                             false, '', wp_slash({php_literal(admin_password)}));
             update_option('siteurl', {php_literal(self.site_url)});
             update_option('home', {php_literal(self.site_url)});
@@ -256,7 +261,9 @@ class WordPressPHP:
     def update_option(self, name: str, value: Any, autoload: str | None = None) -> bool:
         """update_option does not unslash, so the value is passed as is."""
         auto = "null" if autoload is None else php_literal(autoload)
-        return self.call(f"return update_option({php_literal(name)}, {php_literal(value)}, {auto});")
+        return self.call(
+            f"return update_option({php_literal(name)}, {php_literal(value)}, {auto});"
+        )
 
     def create_user(self, login: str, password: str, role: str) -> int:
         """wp_insert_user with ``role``; registers the role first if WordPress lacks it (as the
@@ -268,7 +275,7 @@ class WordPressPHP:
             $id = wp_insert_user(array(
                 'user_login' => {php_literal(login)},
                 'user_pass' => {php_literal(password)},
-                'user_email' => {php_literal(login + '@example.test')},
+                'user_email' => {php_literal(login + "@example.test")},
                 'display_name' => {php_literal(login.title())},
                 'role' => $role,
             ));
