@@ -266,21 +266,41 @@ class WordPressPHP:
         )
 
     def create_user(self, login: str, password: str, role: str) -> int:
-        """wp_insert_user with ``role``; registers the role first if WordPress lacks it (as the
-        KiviCare plugin's add_role does for ``kiviCare_*``). Returns the new user's id."""
+        """wp_insert_user with ``role``; returns the new user's id. See ``create_users``."""
+        return self.create_users([(login, password, role)])[0]
+
+    def create_users(self, users: list[tuple[str, str, str]]) -> list[int]:
+        """Several wp_insert_user calls in one PHP run: (login, password, role) → ids.
+
+        A role WordPress lacks is registered first with add_role(), as the KiviCare plugin does
+        for ``kiviCare_*`` on activation. E-mail is ``<login>@example.test``, display name the
+        login title-cased.
+        """
+        rows = [
+            {
+                "login": login,
+                "pass": pw,
+                "email": login + "@example.test",
+                "name": login.title(),
+                "role": role,
+            }
+            for login, pw, role in users
+        ]
         return self.call(
             f"""
-            $role = {php_literal(role)};
-            if (!get_role($role)) {{ add_role($role, $role, array('read' => true)); }}
-            $id = wp_insert_user(array(
-                'user_login' => {php_literal(login)},
-                'user_pass' => {php_literal(password)},
-                'user_email' => {php_literal(login + "@example.test")},
-                'display_name' => {php_literal(login.title())},
-                'role' => $role,
-            ));
-            if (is_wp_error($id)) {{ fwrite(STDERR, $id->get_error_message()); exit(1); }}
-            return $id;
+            $ids = array();
+            foreach ({php_literal(rows)} as $u) {{
+                if (!get_role($u['role'])) {{
+                    add_role($u['role'], $u['role'], array('read' => true));
+                }}
+                $id = wp_insert_user(array(
+                    'user_login' => $u['login'], 'user_pass' => $u['pass'],
+                    'user_email' => $u['email'], 'display_name' => $u['name'], 'role' => $u['role'],
+                ));
+                if (is_wp_error($id)) {{ fwrite(STDERR, $id->get_error_message()); exit(1); }}
+                $ids[] = $id;
+            }}
+            return $ids;
             """
         )
 
@@ -290,24 +310,45 @@ class WordPressPHP:
         """A logged_in cookie exactly as wp_set_auth_cookie() issues it: a new session token
         stored in ``session_tokens`` and the cookie from wp_generate_auth_cookie(). Returns
         (cookie name, value as the browser sends it, i.e. URL-encoded like setcookie())."""
-        days = 14 if remember else 2
-        exp = f"time() + {days} * DAY_IN_SECONDS" if expiration is None else str(int(expiration))
-        name, value = self.call(
+        return self.mint_login_cookies([(user_id, expiration, remember)])[0]
+
+    def mint_login_cookies(
+        self, requests: list[tuple[int, int | None, bool]]
+    ) -> list[tuple[str, str]]:
+        """``mint_login_cookie`` for several (user id, expiration or None, remember) at once."""
+        rows = [
+            {"id": int(uid), "exp": 0 if exp is None else int(exp), "days": 14 if remember else 2}
+            for uid, exp, remember in requests
+        ]
+        minted = self.call(
             f"""
-            $expiration = {exp};
-            $token = WP_Session_Tokens::get_instance({int(user_id)})->create($expiration);
-            $cookie = wp_generate_auth_cookie({int(user_id)}, $expiration, 'logged_in', $token);
-            if ($cookie === '') {{ fwrite(STDERR, 'no such user'); exit(1); }}
-            return array(LOGGED_IN_COOKIE, urlencode($cookie));
+            $out = array();
+            foreach ({php_literal(rows)} as $r) {{
+                $expiration = $r['exp'] ? $r['exp'] : time() + $r['days'] * DAY_IN_SECONDS;
+                $token = WP_Session_Tokens::get_instance($r['id'])->create($expiration);
+                $cookie = wp_generate_auth_cookie($r['id'], $expiration, 'logged_in', $token);
+                if ($cookie === '') {{ fwrite(STDERR, 'no such user ' . $r['id']); exit(1); }}
+                $out[] = array(LOGGED_IN_COOKIE, urlencode($cookie));
+            }}
+            return $out;
             """
         )
-        return name, value
+        return [(name, value) for name, value in minted]
 
     def validate_cookie(self, cookie_value: str) -> int:
         """WordPress's own verdict: wp_validate_auth_cookie() → user id, or 0 when rejected."""
+        return self.validate_cookies([cookie_value])[0]
+
+    def validate_cookies(self, cookie_values: list[str]) -> list[int]:
+        """``validate_cookie`` for several raw (URL-encoded) values in one PHP run."""
         return self.call(
-            f"return (int) wp_validate_auth_cookie(urldecode({php_literal(cookie_value)}), "
-            "'logged_in');"
+            f"""
+            $out = array();
+            foreach ({php_literal(list(cookie_values))} as $v) {{
+                $out[] = (int) wp_validate_auth_cookie(urldecode($v), 'logged_in');
+            }}
+            return $out;
+            """
         )
 
     def logout(self, user_id: int, token: str) -> None:
