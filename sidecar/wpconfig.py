@@ -184,6 +184,25 @@ def parse_wp_config(text: str, environ: Mapping[str, str] | None = None) -> WpCo
             elif name.value not in unevaluated:
                 unevaluated.append(name.value)
             continue
+        if (
+            kind == "ident"
+            and str(value).lower() == "getenv_docker"
+            and _is_op(tokens, i + 1, "(")
+            and i + 2 < n
+            and tokens[i + 2][0] == "str"
+            and getattr(tokens[i + 2][1], "value", None) == "WORDPRESS_CONFIG_EXTRA"
+        ):
+            # The official image eval()s this variable: PHP code, usually more define()s.
+            extra_code = _getenv_docker(env, "WORDPRESS_CONFIG_EXTRA", "")
+            if extra_code:
+                extra = parse_wp_config(extra_code, env)
+                for name, extra_value in extra.constants.items():
+                    constants.setdefault(name, extra_value)
+                unevaluated.extend(u for u in extra.unevaluated if u not in unevaluated)
+                if extra.table_prefix is not None:
+                    table_prefix = extra.table_prefix
+            i += 3
+            continue
         if kind == "var" and value == "table_prefix" and _is_op(tokens, i + 1, "="):
             expr, end = _until(tokens, i + 2, ";")
             i = end
