@@ -146,6 +146,7 @@ class WordPressPHP:
                 "db_password": url.password or "",
                 "db_host": f"{url.host or '127.0.0.1'}:{url.port or 3306}",
             }
+        self.db = db
         self.salts = dict(random_salts() if salts is None else salts)
         self.table_prefix = table_prefix
         self.site_url = site_url
