@@ -294,7 +294,7 @@ class CredentialSource(Protocol):
         ...
 
 
-#: called once per HTTP exchange with (API method, HTTP status or "transport_error")
+#: called once per HTTP exchange with (API method, HTTP status or "network")
 MetricsHook = Callable[[str, "int | str"], None]
 
 
@@ -430,7 +430,7 @@ class CalendarClient:
             self._api.metrics(method, int(err.resp.status))
             raise
         except TRANSPORT_ERRORS as err:
-            self._api.metrics(method, "transport_error")
+            self._api.metrics(method, "network")
             # A broken connection may leave the per-thread Http unusable: start a new one.
             self._api._local.http = None
             raise translate_transport_error(err) from err
