@@ -93,7 +93,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(basic)\s+[A-Za-z0-9+/]{8,}=*"), r"\1 " + MASK),
     # Header lines: "Authorization: ...", "Cookie: ...", "Set-Cookie: ...".
     (
-        re.compile(r"(?im)\b((?:set-)?cookie|authorization)(\s*:\s*)(?!\*\*\*)[^\r\n]+"),
+        re.compile(r"(?im)\b((?:set-)?cookie|authorization)(\s*+:\s*+)(?!\*\*\*)[^\r\n]+"),
         r"\1\2" + MASK,
     ),
     # Google credentials by shape.
