@@ -120,6 +120,12 @@ def test_whitespace_around_serialized_text_is_ignored() -> None:
     assert maybe_unserialize("  \n a:1:{i:0;i:7;}\t") == [7]
 
 
+def test_lone_surrogates_do_not_crash() -> None:
+    assert not is_serialized("\ud800abc")
+    assert maybe_serialize("\ud800") == "\ud800"
+    assert serialize("\ud800").startswith("s:3:")
+
+
 def test_non_strings_pass_through() -> None:
     assert maybe_unserialize(None) is None
     assert maybe_unserialize(5) == 5

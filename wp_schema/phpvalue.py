@@ -78,7 +78,7 @@ class PhpObject(dict):
 def is_serialized(data: Any, strict: bool = True) -> bool:
     """WordPress ``is_serialized($data, $strict)``, byte for byte (PHP works on UTF-8 bytes)."""
     if isinstance(data, str):
-        raw = data.encode("utf-8", "surrogateescape")
+        raw = _enc(data)
     elif isinstance(data, bytes):
         raw = data
     else:
@@ -162,7 +162,10 @@ def php_float_str(value: float, *, serialize_form: bool = False) -> str:
 
 
 def _enc(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that did not come from undecodable bytes
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _ser_str(raw: bytes) -> bytes:
