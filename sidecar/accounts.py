@@ -37,11 +37,12 @@ from sidecar import oauth
 from sidecar.db import LockTimeout, named_lock
 from sidecar.google_api import AuthRevoked, Transient
 from sidecar.oauth import TokenResponse, granted_calendar_scope
-from wp_schema.phpvalue import maybe_unserialize
+from wp_schema.meta import UserMeta
 
 if TYPE_CHECKING:
     from sidecar.clock import Clock
     from sidecar.config import Settings
+    from wp_schema.reflect import SiteSchema
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,7 @@ def _atomic(conn: sa.Connection) -> Iterator[None]:
 class AccountStore:
     """Reads and writes the add-on's user meta for doctors' Google connections."""
 
-    def __init__(self, schema: Any, status: DoctorStatusRecorder | None = None) -> None:
-        from wp_schema.meta import UserMeta
-
+    def __init__(self, schema: SiteSchema, status: DoctorStatusRecorder | None = None) -> None:
         self.schema = schema
         self.meta = UserMeta(schema)
         self.status = status
@@ -201,26 +200,24 @@ class AccountStore:
 
     def connection_statuses(self, conn: sa.Connection, doctor_ids: Iterable[int]
                             ) -> dict[int, str]:
-        """The status of many doctors with one query (admin page)."""
+        """The status of many doctors with one query per 500 doctors (admin page)."""
         ids = sorted({int(d) for d in doctor_ids})
+        found = self.meta.get_many(conn, ids, [META_TOKEN, META_CONNECT])
         out = dict.fromkeys(ids, NOT_CONNECTED)
-        if not ids:
-            return out
-        um = self.schema.usermeta
-        rows = conn.execute(
-            sa.select(um.c.user_id, um.c.meta_key, um.c.meta_value)
-            .where(um.c.user_id.in_(ids), um.c.meta_key.in_([META_TOKEN, META_CONNECT]))
-            .order_by(um.c.umeta_id)
-        ).all()
-        first: dict[tuple[int, str], Any] = {}
-        for user_id, key, value in rows:
-            first.setdefault((int(user_id), key), value)  # get_user_meta(.., true): first row
         for doctor_id in ids:
-            token = parse_token(maybe_unserialize(first.get((doctor_id, META_TOKEN))))
-            flag = maybe_unserialize(first.get((doctor_id, META_CONNECT)))
-            if token is not None and flag == "on":
+            values = found.get(doctor_id, {})
+            if parse_token(values.get(META_TOKEN)) is not None and \
+                    values.get(META_CONNECT) == "on":
                 out[doctor_id] = CONNECTED
         return out
+
+    def read_connection(self, conn: sa.Connection, doctor_id: int
+                        ) -> tuple[StoredToken | None, str]:
+        """(token, connect flag) with one query."""
+        values = self.meta.get_many(conn, [doctor_id], [META_TOKEN, META_CONNECT]).get(
+            int(doctor_id), {})
+        flag = values.get(META_CONNECT)
+        return parse_token(values.get(META_TOKEN)), flag if isinstance(flag, str) else ""
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -393,8 +390,7 @@ class DoctorAuth:
 
     def _load(self) -> StoredToken:
         with self._p.engine.connect() as conn:
-            token = self._p.store.read_token(conn, self._doctor_id)
-            flag = self._p.store.connect_flag(conn, self._doctor_id)
+            token, flag = self._p.store.read_connection(conn, self._doctor_id)
         if token is None or flag != "on":
             raise AuthRevoked(f"doctor {self._doctor_id} has no Google connection",
                               reason="not_connected")
@@ -432,8 +428,8 @@ class DoctorAuth:
         new = token_from_response(resp, now, token)
         with self._p.engine.begin() as conn:
             # A disconnect may have happened while we talked to Google: do not resurrect it.
-            if self._p.store.connect_flag(conn, doctor) != "on" or \
-                    self._p.store.read_token(conn, doctor) is None:
+            current, flag = self._p.store.read_connection(conn, doctor)
+            if current is None or flag != "on":
                 raise AuthRevoked(f"doctor {doctor} disconnected during refresh",
                                   reason="not_connected")
             self._p.store.save_refreshed(conn, doctor, new)
