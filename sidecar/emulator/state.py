@@ -30,6 +30,7 @@ class EmulatorState:
                              config.per_user_quota_per_minute)
         self.push = PushHub(config, self.clock, self.lock, self.faults.rng)
         self.calendar = CalendarStore(config, self.clock, self.push)
+        self.push.on_tick = self.tick
         self.request_log: deque[dict[str, Any]] = deque(maxlen=config.request_log_limit)
 
     # --- request log ------------------------------------------------------------------------
