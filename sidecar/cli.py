@@ -222,9 +222,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced)."""
+
+    _kc_sidecar = True
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(settings: Settings) -> None:
     """Root logging to stderr with the configured level and format (text or JSON)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if settings.sidecar.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -235,7 +249,6 @@ def configure_logging(settings: Settings) -> None:
     for old in list(root.handlers):
         if getattr(old, "_kc_sidecar", False):
             root.removeHandler(old)
-    handler._kc_sidecar = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(settings.sidecar.log_level)
 
