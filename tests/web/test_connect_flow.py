@@ -1,0 +1,163 @@
+"""Connecting and disconnecting a Google account over real HTTP: a WordPress-minted cookie, the
+sidecar's pages, the emulator's consent, and PHP reading what the sidecar stored."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import requests
+from web_clinic import SITE_URL, Clinic, approve_at_emulator, query_of
+
+pytestmark = pytest.mark.php
+
+TOKEN_META = "google_meet_access_token"
+
+
+@pytest.fixture(scope="module")
+def clinic(clinic_factory: Any) -> Clinic:
+    return clinic_factory()
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def php_connection(clinic: Clinic, user_id: int) -> dict[str, Any]:
+    """Everything the Meet add-on reads for a doctor, in one PHP run."""
+    return clinic.wp.call(f"""
+        $keys = array('google_meet_access_token', 'kiviCare_google_meet_connect',
+                      'telemed_type', 'kiviCare_doctor_meet_id', 'kiviCare_zoom_telemed_connect');
+        $out = array();
+        foreach ($keys as $k) {{ $out[$k] = get_user_meta({int(user_id)}, $k, true); }}
+        return $out;
+    """)
+
+
+def test_doctor_connects_then_disconnects(clinic: Clinic) -> None:
+    doctor = clinic.ids["doc_one"]
+    browser = clinic.browser("doc_one")
+
+    first = browser.get(clinic.url("/connect"), allow_redirects=False)
+    assert first.status_code == 302
+    auth_url = first.headers["Location"]
+    assert auth_url.startswith(clinic.emulator.url + "/o/oauth2/v2/auth?")
+    params = query_of(auth_url)
+    assert params["redirect_uri"] == clinic.url("/oauth/callback")
+    assert params["code_challenge_method"] == "S256"
+    assert params["access_type"] == "offline"
+    assert "code_verifier" not in auth_url  # the verifier stays on the server
+
+    callback = approve_at_emulator(auth_url, "doc.one@gmail.test")
+    done = browser.get(callback, allow_redirects=False)
+    assert done.status_code == 303, done.text
+    assert done.headers["Location"] == clinic.url("/me")
+
+    stored = php_connection(clinic, doctor)
+    token = json.loads(stored[TOKEN_META])
+    assert set(token) == {"access_token", "refresh_token", "expires_in", "scope"}
+    assert token["access_token"] and token["refresh_token"]
+    assert token["scope"] == "https://www.googleapis.com/auth/calendar"
+    assert abs(token["expires_in"] - (clinic.clock.time() + 3599 - 300)) <= 5
+    assert stored["kiviCare_google_meet_connect"] == "on"
+    assert stored["telemed_type"] == "googlemeet"
+    assert stored["kiviCare_doctor_meet_id"] == "primary"
+
+    page = browser.get(clinic.url("/me"))
+    assert page.status_code == 200
+    assert "Connected" in page.text and "Disconnect Google" in page.text
+    assert token["access_token"] not in page.text and token["refresh_token"] not in page.text
+
+    revokes_before = len(clinic.emulator_requests("oauth2.revoke"))
+    gone = browser.post(clinic.url("/disconnect"),
+                        data={"csrf_token": csrf_from(page.text), "doctor": str(doctor)},
+                        headers={"Origin": "null"}, allow_redirects=False)
+    assert gone.status_code == 303, gone.text
+    assert gone.headers["Location"] == clinic.url("/me")
+
+    stored = php_connection(clinic, doctor)
+    assert stored[TOKEN_META] == ""
+    assert stored["kiviCare_google_meet_connect"] == "off"
+    assert len(clinic.emulator_requests("oauth2.revoke")) == revokes_before + 1
+
+    calls = len(clinic.emulator_requests())
+    after = browser.get(clinic.url("/me"))
+    assert "Not connected" in after.text and "Connect Google Calendar" in after.text
+    assert len(clinic.emulator_requests()) == calls  # a disconnected doctor costs no call
+
+
+def test_callback_cannot_be_replayed(clinic: Clinic) -> None:
+    doctor = clinic.ids["doc_two"]
+    browser = clinic.browser("doc_two")
+    first = browser.get(clinic.url("/connect"), allow_redirects=False)
+    callback = approve_at_emulator(first.headers["Location"], "doc.two@gmail.test")
+    assert browser.get(callback, allow_redirects=False).status_code == 303
+    before = clinic.usermeta_rows(doctor)
+
+    again = browser.get(callback, allow_redirects=False)
+
+    assert again.status_code == 400
+    assert "already been used" in again.text
+    assert clinic.usermeta_rows(doctor) == before
+
+
+def test_admin_connects_a_doctor_and_returns_to_wp_admin(clinic: Clinic) -> None:
+    doctor = clinic.ids["doc_three"]
+    back = SITE_URL + "/wp-admin/admin.php?page=dashboard"
+    browser = clinic.browser("admin")
+    first = browser.get(clinic.url("/connect"), params={"doctor": doctor, "return": back},
+                        allow_redirects=False)
+    assert first.status_code == 302
+    done = browser.get(approve_at_emulator(first.headers["Location"], "doc3@gmail.test"),
+                       allow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["Location"] == back
+    assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "on"
+
+    listing = browser.get(clinic.url("/admin"))
+    assert listing.status_code == 200
+    row = re.search(r"Doc_Three.*?</tr>", listing.text, re.S)
+    assert row and "Connected" in row.group(0) and "Not connected" not in row.group(0)
+
+
+def test_declining_at_google_stores_nothing(clinic: Clinic) -> None:
+    doctor = clinic.ids["doc_one"]
+    browser = clinic.browser("doc_one")
+    before = clinic.usermeta_rows(doctor)
+    first = browser.get(clinic.url("/connect"), allow_redirects=False)
+    denied = requests.get(first.headers["Location"] + "&emulator_auto_approve=deny",
+                          allow_redirects=False, timeout=10).headers["Location"]
+    assert query_of(denied)["error"] == "access_denied"
+
+    answer = browser.get(denied, allow_redirects=False)
+
+    assert answer.status_code == 400
+    assert "chose not to give" in answer.text
+    assert clinic.usermeta_rows(doctor) == before
+
+
+def test_invite_link_connects_without_wordpress_login_once(clinic: Clinic) -> None:
+    doctor = clinic.ids["doc_one"]
+    admin = clinic.browser("admin")
+    listing = admin.get(clinic.url("/admin"))
+    made = admin.post(clinic.url("/admin/invite"),
+                      data={"csrf_token": csrf_from(listing.text), "doctor": str(doctor)})
+    assert made.status_code == 200
+    link = re.search(r"<code>([^<]+)</code>", made.text).group(1)
+    assert link.startswith(clinic.url("/invite/"))
+
+    stranger = clinic.browser()  # the doctor's phone: no WordPress session
+    first = stranger.get(link, allow_redirects=False)
+    assert first.status_code == 302
+    done = stranger.get(approve_at_emulator(first.headers["Location"], "doc1@gmail.test"),
+                        allow_redirects=False)
+    assert done.status_code == 200 and "connected" in done.text
+    assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "on"
+
+    reused = clinic.browser().get(link, allow_redirects=False)
+    assert reused.status_code == 400
+    assert "already been used" in reused.text
