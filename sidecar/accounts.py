@@ -27,8 +27,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from google.oauth2.credentials import Credentials
@@ -42,6 +42,7 @@ from wp_schema.meta import UserMeta
 if TYPE_CHECKING:
     from sidecar.clock import Clock
     from sidecar.config import Settings
+    from sidecar.state import StateStore
     from wp_schema.reflect import SiteSchema
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ REFRESH_SKEW = 60
 
 CONNECTED = "connected"
 NOT_CONNECTED = "not_connected"
+
+#: ``kcsc_doctors.status`` values written here (the add-on's status stays computed from meta)
+STATUS_CONNECTED = "connected"
+STATUS_NEEDS_RECONNECT = "needs_reconnect"
+STATUS_DISCONNECTED = "disconnected"
 
 
 class NeedsReconnect(Exception):
@@ -153,13 +159,6 @@ def _epoch(now: datetime | float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-class DoctorStatusRecorder(Protocol):
-    """Where the sidecar keeps why a doctor is (not) connected (``sidecar.state``)."""
-
-    def record_connection(self, conn: sa.Connection, doctor_id: int, *, connected: bool,
-                          reason: str | None, google_email: str | None = None) -> None: ...
-
-
 @dataclass(frozen=True)
 class DisconnectResult:
     had_token: bool
@@ -178,12 +177,18 @@ def _atomic(conn: sa.Connection) -> Iterator[None]:
 
 
 class AccountStore:
-    """Reads and writes the add-on's user meta for doctors' Google connections."""
+    """Reads and writes the add-on's user meta for doctors' Google connections, and the
+    doctor's row in ``kcsc_doctors`` (status, reason, e-mail, last refresh) when a
+    ``StateStore`` is given — in the same transaction."""
 
-    def __init__(self, schema: SiteSchema, status: DoctorStatusRecorder | None = None) -> None:
+    def __init__(self, schema: SiteSchema, state: StateStore | None = None) -> None:
         self.schema = schema
         self.meta = UserMeta(schema)
-        self.status = status
+        self.state = state
+
+    def _record(self, conn: sa.Connection, doctor_id: int, **fields: Any) -> None:
+        if self.state is not None:
+            self.state.upsert_doctor(doctor_id, conn=conn, **fields)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -248,16 +253,21 @@ class AccountStore:
                     "Google returned no refresh token; please reconnect (remove the app's access "
                     "in your Google account first if this repeats)")
             self._write_token_and_flags(conn, doctor_id, token)
-            if self.status is not None:
-                self.status.record_connection(conn, doctor_id, connected=True, reason=None,
-                                              google_email=google_email)
+            fields: dict[str, Any] = {"status": STATUS_CONNECTED, "status_reason": None,
+                                      "last_error": None}
+            if google_email:
+                fields["google_email"] = google_email
+            self._record(conn, doctor_id, **fields)
         log.info("doctor %s connected Google Calendar", doctor_id)
         return token
 
-    def save_refreshed(self, conn: sa.Connection, doctor_id: int, token: StoredToken) -> None:
+    def save_refreshed(self, conn: sa.Connection, doctor_id: int, token: StoredToken,
+                       now: datetime | float) -> None:
         """Persist a refreshed token in GM4's shape and re-set the four meta values."""
         with _atomic(conn):
             self._write_token_and_flags(conn, doctor_id, token)
+            when = now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)
+            self._record(conn, doctor_id, last_refresh_at=when)
 
     def mark_not_connected(self, conn: sa.Connection, doctor_id: int, reason: str) -> None:
         """Google no longer accepts the grant: flag off, token removed, reason recorded.
@@ -265,8 +275,8 @@ class AccountStore:
         with _atomic(conn):
             self.meta.delete(conn, doctor_id, META_TOKEN)
             self.meta.set(conn, doctor_id, META_CONNECT, "off")
-            if self.status is not None:
-                self.status.record_connection(conn, doctor_id, connected=False, reason=reason)
+            self._record(conn, doctor_id, status=STATUS_NEEDS_RECONNECT,
+                         status_reason=reason[:255])
         log.warning("doctor %s must reconnect Google Calendar: %s", doctor_id, reason)
 
     def disconnect(
@@ -295,8 +305,7 @@ class AccountStore:
             token = self.read_token(conn, doctor_id)
             self.meta.delete(conn, doctor_id, META_TOKEN)
             self.meta.set(conn, doctor_id, META_CONNECT, "off")
-            if self.status is not None:
-                self.status.record_connection(conn, doctor_id, connected=False, reason=reason)
+            self._record(conn, doctor_id, status=STATUS_DISCONNECTED, status_reason=reason[:255])
         revoked = False
         if token is not None and revoke is not None:
             try:
@@ -432,7 +441,7 @@ class DoctorAuth:
             if current is None or flag != "on":
                 raise AuthRevoked(f"doctor {doctor} disconnected during refresh",
                                   reason="not_connected")
-            self._p.store.save_refreshed(conn, doctor, new)
+            self._p.store.save_refreshed(conn, doctor, new, now)
         log.info("doctor %s: Google access token refreshed (expires at %s)", doctor,
                  new.expires_at)
         return new

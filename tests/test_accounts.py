@@ -37,6 +37,7 @@ from sidecar.db import create_engine
 from sidecar.emulator import EmulatorConfig, create_emulator_app, run_in_thread
 from sidecar.google_api import AuthRevoked, Transient
 from sidecar.oauth import TokenResponse
+from sidecar.state import StateStore
 from wp_schema.ddl import create_site
 from wp_schema.meta import UserMeta
 from wp_schema.names import TableNames
@@ -56,21 +57,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 @pytest.fixture(scope="module")
-def site(new_mysql_database: Callable[[], str]) -> Iterator[tuple[sa.Engine, SiteSchema]]:
+def site(new_mysql_database: Callable[[], str]
+         ) -> Iterator[tuple[sa.Engine, SiteSchema, StateStore]]:
     engine = create_engine(new_mysql_database())
     names = TableNames()
     create_site(engine, names, kivicare=None, mapping_shape=None)
-    yield engine, SiteSchema.load(engine, names)
+    state = StateStore(engine, names)
+    state.migrate()
+    yield engine, SiteSchema.load(engine, names), state
     engine.dispose()
 
 
 class World:
     """One emulated Google on the test's clock, and the sidecar's account objects."""
 
-    def __init__(self, engine: sa.Engine, schema: SiteSchema, url: str, app: Any,
-                 clock: FakeClock) -> None:
+    def __init__(self, engine: sa.Engine, schema: SiteSchema, state: StateStore, url: str,
+                 app: Any, clock: FakeClock) -> None:
         self.engine = engine
         self.schema = schema
+        self.state = state
         self.meta = UserMeta(schema)
         self.google = app.emulator
         self.clock = clock
@@ -81,7 +86,7 @@ class World:
                 revoke_uri=url + "/revoke", api_endpoint=url + "/", request_timeout=5.0),
             sidecar=SidecarSettings(public_url=PUBLIC_URL),
         )
-        self.store = AccountStore(schema)
+        self.store = AccountStore(schema, state)
         self.provider = CredentialsProvider(engine, self.store, self.settings, clock=clock)
 
     def grant(self, email: str = "doc@example.com", scope: str | None = None) -> TokenResponse:
@@ -104,7 +109,8 @@ class World:
         doctor = next(_doctor_ids)
         tokens = self.grant(email)
         with self.engine.begin() as conn:
-            self.store.store_connection(conn, doctor, tokens, self.clock.now())
+            self.store.store_connection(conn, doctor, tokens, self.clock.now(),
+                                        google_email=email)
         return doctor, tokens
 
     def meta_of(self, doctor: int) -> dict[str, Any]:
@@ -127,7 +133,8 @@ class World:
 
 
 @pytest.fixture
-def world(site: tuple[sa.Engine, SiteSchema], clock: FakeClock) -> Iterator[World]:
+def world(site: tuple[sa.Engine, SiteSchema, StateStore], clock: FakeClock
+          ) -> Iterator[World]:
     app = create_emulator_app(EmulatorConfig(
         clients={CLIENT_ID: (CLIENT_SECRET, [PUBLIC_URL + "/oauth/callback"])},
         testing=True, clock=clock, push_mode="manual"))
@@ -192,6 +199,8 @@ def test_store_connection_sets_the_add_on_meta(world: World) -> None:
         META_CONNECT: "on", META_TELEMED_TYPE: "googlemeet", META_MEET_ID: "primary",
         META_ZOOM_CONNECT: "off"}
     assert world.status(doctor) == CONNECTED
+    row = world.state.get_doctor(doctor)
+    assert row is not None and (row.status, row.status_reason) == ("connected", None)
 
 
 def test_reconnect_without_refresh_token_keeps_the_stored_one(world: World) -> None:
@@ -263,6 +272,8 @@ def test_expired_token_is_refreshed_and_persisted_in_gm4_shape(world: World) -> 
     meta = world.meta_of(doctor)
     assert (meta[META_ZOOM_CONNECT], meta[META_MEET_ID], meta[META_CONNECT],
             meta[META_TELEMED_TYPE]) == ("off", "primary", "on", "googlemeet")
+    row = world.state.get_doctor(doctor)
+    assert row is not None and row.last_refresh_at == world.clock.now()
     # the new token is good until its own expiry: no second refresh
     world.provider.for_doctor(doctor).credentials()
     assert len(world.refreshes()) == 1
@@ -296,6 +307,10 @@ def test_invalid_grant_marks_not_connected_and_stops_calls(world: World) -> None
     assert world.status(doctor) == NOT_CONNECTED
     meta = world.meta_of(doctor)
     assert META_TOKEN not in meta and meta[META_CONNECT] == "off"
+    row = world.state.get_doctor(doctor)
+    assert row is not None and row.status == "needs_reconnect"
+    assert "invalid_grant" in (row.status_reason or "")
+    assert row.google_email == "revoked@example.com"
     calls = len(world.google.requests())
     with pytest.raises(AuthRevoked):
         auth.credentials()
@@ -389,6 +404,8 @@ def test_disconnect_removes_token_sets_flag_off_and_revokes(world: World) -> Non
     meta = world.meta_of(doctor)
     assert META_TOKEN not in meta and meta[META_CONNECT] == "off"
     assert world.status(doctor) == NOT_CONNECTED
+    row = world.state.get_doctor(doctor)
+    assert row is not None and row.status == "disconnected"
     assert [e["status"] for e in world.google.requests("oauth2.revoke")] == [200]
     with pytest.raises(AuthRevoked):  # the grant is gone at Google
         oauth.refresh_access_token(world.settings, tokens.refresh_token or "")
