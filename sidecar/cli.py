@@ -14,7 +14,6 @@ import argparse
 import importlib
 import ipaddress
 import json
-import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 from sidecar import __version__
 from sidecar.config import ConfigError, Settings, load_settings
+from sidecar.wpconfig import AUTH_KEY_NAMES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -96,8 +96,20 @@ def _run_emulator(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or "127.0.0.1"
     port = args.port if args.port is not None else default_emulator_port(settings)
-    result = serve_forever(host, port, settings, testing=args.testing)
+    result = serve_forever(host, port, emulator_config(settings, testing=args.testing))
     return EXIT_OK if result is None else int(result)
+
+
+def emulator_config(settings: Settings, *, testing: bool = False) -> Any:
+    """The emulator for this configuration: it knows the OAuth client ``[google] client_id`` /
+    ``client_secret`` with redirect URIs under ``sidecar.public_url``."""
+    from sidecar.emulator import ClientRegistration, EmulatorConfig
+
+    settings.require("google.client_id", "google.client_secret")
+    client = ClientRegistration(
+        settings.google.client_secret, (settings.sidecar.public_url + "/*",)
+    )
+    return EmulatorConfig(clients={settings.google.client_id: client}, testing=testing)
 
 
 def default_emulator_port(settings: Settings) -> int:
@@ -207,50 +219,35 @@ def duration(text: str) -> timedelta:
 # --- logging -------------------------------------------------------------------------------------
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+class _CurrentStderr:
+    """A stream that always writes to the current ``sys.stderr`` (tests and tools replace it)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
 
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced)."""
-
-    _kc_sidecar = True
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure_logging(settings: Settings) -> None:
-    """Root logging to stderr with the configured level and format (text or JSON)."""
-    handler = _StderrHandler()
-    if settings.sidecar.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if getattr(old, "_kc_sidecar", False):
-            root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(settings.sidecar.log_level)
+    """Process logging per ``[sidecar] log_level/log_format``, with every configured secret
+    registered for redaction (``sidecar.logs``)."""
+    from sqlalchemy.engine import make_url
+
+    from sidecar import logs
+
+    secrets = [
+        settings.sidecar.secret_key,
+        settings.google.client_secret,
+        *(getattr(settings.wordpress, n.lower()) for n in AUTH_KEY_NAMES),
+    ]
+    if settings.database.url:
+        secrets.append(make_url(settings.database.url).password)
+    for secret in secrets:
+        if secret:
+            logs.register_secret(str(secret))
+    fmt = "json" if settings.sidecar.log_format == "json" else "text"
+    logs.configure_logging(settings.sidecar.log_level, fmt, stream=_CurrentStderr())  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -284,3 +284,36 @@ def test_unreachable_database_fails_without_showing_the_password(
     assert code == 1
     assert "cannot connect to mysql+pymysql://wp:***@127.0.0.1:1/wordpress" in out
     assert "hunter2secret" not in out + err
+
+
+def test_emulator_needs_the_google_client(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "emulator", "--port", "0")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "google.client_id: is not set" in err
+
+
+def test_emulator_registers_the_configured_client_under_public_url(
+    env: Callable[..., None],
+) -> None:
+    from sidecar.cli import default_emulator_port, emulator_config
+    from sidecar.config import load_settings
+
+    settings = load_settings(
+        None,
+        environ={
+            "KCSC_GOOGLE__CLIENT_ID": "demo-client",
+            "KCSC_GOOGLE__CLIENT_SECRET": "demo-secret",
+            "KCSC_SIDECAR__PUBLIC_URL": "http://127.0.0.1:8090/kc",
+            "KCSC_GOOGLE__API_ENDPOINT": "http://127.0.0.1:9123/",
+        },
+    )
+    config = emulator_config(settings, testing=True)
+    registration = config.client_registrations()["demo-client"]
+    assert registration.secret == "demo-secret"
+    assert registration.allows_redirect("http://127.0.0.1:8090/kc/oauth/callback")
+    assert not registration.allows_redirect("http://127.0.0.1:8090/elsewhere")
+    assert config.testing is True
+    assert default_emulator_port(settings) == 9123
