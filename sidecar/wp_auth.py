@@ -48,6 +48,7 @@ from urllib.parse import unquote_to_bytes
 import sqlalchemy as sa
 
 from sidecar.clock import Clock
+from wp_schema.meta import UserMeta
 from wp_schema.phpvalue import maybe_unserialize
 from wp_schema.reflect import SiteSchema
 
@@ -182,15 +183,8 @@ class WpUser:
 
 
 def _first_meta(conn: sa.Connection, schema: SiteSchema, user_id: int, key: str) -> Any:
-    """``get_user_meta($id, $key, true)``: the first row by umeta_id, unserialized; None if none."""
-    um = schema.usermeta
-    row = conn.execute(
-        sa.select(um.c.meta_value)
-        .where(um.c.user_id == user_id, um.c.meta_key == key)
-        .order_by(um.c.umeta_id)
-        .limit(1)
-    ).first()
-    return None if row is None else maybe_unserialize(row[0])
+    """``get_user_meta($id, $key, true)``: first row by umeta_id, exact key; None if none."""
+    return UserMeta(schema).get(conn, user_id, key)
 
 
 def _options(conn: sa.Connection, schema: SiteSchema, names: Iterable[str]) -> dict[str, Any]:
@@ -398,14 +392,16 @@ def all_doctor_ids(conn: sa.Connection, schema: SiteSchema) -> set[int]:
     """Every user holding ``kiviCare_doctor`` on this blog."""
     um = schema.usermeta
     rows = conn.execute(
-        sa.select(um.c.user_id, um.c.meta_value)
+        sa.select(um.c.user_id, um.c.meta_key, um.c.meta_value)
         .where(um.c.meta_key == schema.names.capabilities_key)
         .where(um.c.meta_value.like(f"%{DOCTOR}%"))
         .order_by(um.c.user_id, um.c.umeta_id)
     )
     registered = _registered_roles(conn, schema)
     found: dict[int, bool] = {}
-    for user_id, value in rows:
+    for user_id, meta_key, value in rows:
+        if meta_key != schema.names.capabilities_key:  # SQL matched case-insensitively
+            continue
         if int(user_id) not in found:  # first row per user, as get_user_meta(..., true)
             roles = roles_from_capabilities(maybe_unserialize(value), registered)
             found[int(user_id)] = DOCTOR in roles

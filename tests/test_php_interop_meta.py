@@ -286,3 +286,16 @@ def test_php_sees_python_overwrites_and_deletes(interop: Interop) -> None:
     assert second["deleted_meta_exists"] is False
     assert second["option"] == ["changed"]
     assert second["deleted_option"] == MISSING
+
+
+# -- the harness's own contract ----------------------------------------------------------------
+
+
+def test_missing_php_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("KCSC_REQUIRE_PHP", "1")
+    with pytest.raises(pytest.fail.Exception, match="php-cli is not installed"):
+        require_php()
+    monkeypatch.delenv("KCSC_REQUIRE_PHP")
+    with pytest.raises(pytest.skip.Exception):
+        require_php()

@@ -340,6 +340,30 @@ def test_secret_key_stands_in_for_a_missing_logged_in_key(site: Site) -> None:
     assert site.validator(keys=keys).validate(value) is not None
 
 
+def test_wp_salt_rules_for_constants() -> None:
+    base = {"LOGGED_IN_KEY": "k1", "LOGGED_IN_SALT": "s1", "AUTH_KEY": "a1", "SECRET_SALT": "x"}
+    assert LoggedInKeys.from_constants(base) == LoggedInKeys("k1", "s1")
+    # The same value under another key/salt name disqualifies both uses of it.
+    assert LoggedInKeys.from_constants({**base, "AUTH_KEY": "s1"}) == LoggedInKeys("k1", None)
+    # Empty and "0" are falsy in PHP; SECRET_SALT never stands in for LOGGED_IN_SALT.
+    assert LoggedInKeys.from_constants({**base, "LOGGED_IN_SALT": "0"}).salt is None
+    assert LoggedInKeys.from_constants({**base, "LOGGED_IN_KEY": ""}).key is None
+    missing = LoggedInKeys(None, "s1")
+    assert missing.resolve({}) is None
+    assert missing.resolve({"logged_in_key": "opt"}) == b"opts1"
+
+
+def test_keys_from_settings_use_the_eight_wordpress_fields() -> None:
+    @dataclass
+    class WordPressSettings:  # the shape of Settings.wordpress
+        auth_key: str = "a"
+        logged_in_key: str = SAMPLE_PHRASE
+        logged_in_salt: str = "salt"
+        nonce_key: str = ""
+
+    assert LoggedInKeys.from_settings(WordPressSettings()) == LoggedInKeys(None, "salt")
+
+
 def test_keys_repr_hides_secrets() -> None:
     keys = LoggedInKeys(key="k-very-secret", salt="s-very-secret")
     assert "very-secret" not in repr(keys)
