@@ -31,7 +31,6 @@ PLUGIN_LABELS = {
     "google_meet": "KiviCare Google Meet add-on",
     "pro": "KiviCare Pro",
 }
-PLACEHOLDER_KEY = "put your unique phrase here"
 _TRUTHY = {"1", "on", "yes", "true"}
 
 
@@ -389,24 +388,37 @@ def _report_google_client(settings: Settings, addon: Any, report: CheckReport) -
 def _report_login_keys(
     settings: Settings, values: Mapping[str, Any], report: CheckReport
 ) -> None:
-    """WordPress's wp_salt('logged_in'): a usable constant, else the site option."""
-    configured = [getattr(settings.wordpress, n.lower()) for n in AUTH_KEY_NAMES]
-    for part in ("key", "salt"):
-        name = f"logged_in_{part}"
-        value = getattr(settings.wordpress, name)
-        usable = bool(value) and value != PLACEHOLDER_KEY and configured.count(value) == 1
-        if usable:
-            continue
-        if values.get(name):
-            report.add("wordpress", "info", f"{name} comes from the site option {name}")
-            continue
+    """WordPress's wp_salt('logged_in') choice (``sidecar.wp_auth.LoggedInKeys``): usable
+    constants first, else the site options ``logged_in_key`` / ``logged_in_salt``."""
+    from sidecar.wp_auth import LoggedInKeys
+
+    constants: dict[str, Any] = {}
+    if settings.wp_config is not None:  # SECRET_KEY may stand in for LOGGED_IN_KEY
+        constants.update(
+            (n, v) for n, v in settings.wp_config.constants.items() if n.startswith("SECRET_")
+        )
+    for name in AUTH_KEY_NAMES:
+        value = getattr(settings.wordpress, name.lower())
+        if value:
+            constants[name] = value
+    keys = LoggedInKeys.from_constants(constants)
+    options = {n: values.get(n) or "" for n in ("logged_in_key", "logged_in_salt")}
+    if keys.resolve(options) is None:
+        has_key = bool(keys.key or options["logged_in_key"])
+        missing = "logged_in_salt" if has_key else "logged_in_key"
         report.add(
-            "wordpress", "fail", f"no usable {name}: the sidecar cannot check WordPress logins",
+            "wordpress", "fail", f"no usable {missing}: the sidecar cannot check WordPress logins",
             "set [wordpress] config_path to the site's wp-config.php, or set "
-            f"[wordpress] {name} to the value of {name.upper()}",
+            f"[wordpress] {missing} to the value of {missing.upper()} "
+            "(the sample phrase and duplicated values do not count, as in WordPress)",
         )
         return
-    report.add("wordpress", "ok", "logged-in key and salt available for cookie checks")
+    from_options = [n for n, v in (("key", keys.key), ("salt", keys.salt)) if not v]
+    where = (
+        " (" + " and ".join(f"logged_in_{n} from the site option" for n in from_options) + ")"
+        if from_options else ""
+    )
+    report.add("wordpress", "ok", f"logged-in key and salt available for cookie checks{where}")
 
 
 # --- rendering -----------------------------------------------------------------------------------

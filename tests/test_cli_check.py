@@ -161,12 +161,14 @@ SITE_OPTIONS: dict[str, object] = {
 
 def site_env(env: Callable[..., None], url: str, **extra: str) -> None:
     env(
-        KCSC_DATABASE__URL=url,
-        KCSC_SIDECAR__SECRET_KEY=SECRET_KEY,
-        KCSC_SIDECAR__PUBLIC_URL="https://clinic.example/kc-sidecar",
-        KCSC_WORDPRESS__LOGGED_IN_KEY="configured logged in key",
-        KCSC_WORDPRESS__LOGGED_IN_SALT="configured logged in salt",
-        **extra,
+        **{
+            "KCSC_DATABASE__URL": url,
+            "KCSC_SIDECAR__SECRET_KEY": SECRET_KEY,
+            "KCSC_SIDECAR__PUBLIC_URL": "https://clinic.example/kc-sidecar",
+            "KCSC_WORDPRESS__LOGGED_IN_KEY": "configured logged in key",
+            "KCSC_WORDPRESS__LOGGED_IN_SALT": "configured logged in salt",
+            **extra,
+        }
     )
 
 
@@ -317,3 +319,16 @@ def test_emulator_registers_the_configured_client_under_public_url(
     assert not registration.allows_redirect("http://127.0.0.1:8090/elsewhere")
     assert config.testing is True
     assert default_emulator_port(settings) == 9123
+
+
+def test_sample_phrase_keys_fall_back_to_site_options(
+    env: Callable[..., None], capsys: pytest.CaptureFixture[str],
+    new_mysql_database: Callable[[], str],
+) -> None:
+    url = new_mysql_database()
+    make_site(url, options={**SITE_OPTIONS, "logged_in_key": "k" * 64})
+    site_env(env, url, KCSC_WORDPRESS__LOGGED_IN_KEY="put your unique phrase here")
+    code, out, _ = run(capsys, "check")
+    assert code == 0, out
+    assert "logged-in key and salt available for cookie checks " \
+        "(logged_in_key from the site option)" in out
