@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from sidecar.clock import Clock
     from sidecar.config import Settings
+    from sidecar.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,15 @@ def translate_transport_error(err: BaseException) -> Transient:
 # --------------------------------------------------------------------------------------------
 
 
+def retry_reason(err: GoogleError) -> str:
+    """A metrics label for a retried error: rate_limited, network or server_error."""
+    if isinstance(err, RateLimited):
+        return "rate_limited"
+    if err.reason == "transport":
+        return "network"
+    return "server_error"
+
+
 @dataclass
 class RetryPolicy:
     """Exponential backoff with full jitter for ``RateLimited`` and ``Transient``.
@@ -242,6 +252,8 @@ class RetryPolicy:
     max_wait: float = 120.0
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = random.random
+    #: called before each retry's wait (metrics: ``google_retries{reason=retry_reason(err)}``)
+    on_retry: Callable[[GoogleError], None] | None = None
 
     def delay(self, attempt: int, err: GoogleError) -> float:
         backoff = self.random() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
@@ -266,6 +278,8 @@ class RetryPolicy:
                     raise
                 log.info("%s: %s (%s), retry %d/%d in %.2fs", what, type(err).__name__,
                          err.reason or err.status, attempt, self.max_attempts - 1, wait)
+                if self.on_retry is not None:
+                    self.on_retry(err)
                 self.sleep(wait)
                 attempt += 1
 
@@ -348,11 +362,17 @@ class GoogleApi:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None,
-                      **kwargs: Any) -> GoogleApi:
-        """Endpoint, timeout and per-doctor budget from ``[google]`` and ``[sync]``."""
+                      app_metrics: Metrics | None = None, **kwargs: Any) -> GoogleApi:
+        """Endpoint, timeout and per-doctor budget from ``[google]`` and ``[sync]``; with
+        ``app_metrics``, calls and retries are counted in ``kcsc_google_calls`` /
+        ``kcsc_google_retries``."""
         kwargs.setdefault("limiter", RateLimiter(settings.sync.per_doctor_calls_per_minute,
                                                  clock=clock))
         kwargs.setdefault("timeout", settings.google.request_timeout)
+        if app_metrics is not None:
+            kwargs.setdefault("metrics", app_metrics.google_call)
+            kwargs.setdefault("retry", RetryPolicy(on_retry=lambda err: app_metrics.google_retries
+                                                   .labels(reason=retry_reason(err)).inc()))
         return cls(settings.google.api_endpoint, clock=clock, **kwargs)
 
     @property
@@ -438,11 +458,6 @@ class CalendarClient:
         return result
 
     # -- API methods ---------------------------------------------------------------------------
-
-    def get_calendar(self, calendar_id: str = "primary") -> dict[str, Any]:
-        """``calendars.get``; for "primary" the id is the account's e-mail address."""
-        return self._call("calendars.get",
-                          lambda s: s.calendars().get(calendarId=calendar_id))
 
     def insert_event(self, calendar_id: str, body: dict[str, Any], conference: bool = True,
                      send_updates: str | None = None) -> dict[str, Any]:
