@@ -77,26 +77,6 @@ class Runtime:
         return problems
 
 
-class DoctorStatus:
-    """Adapts ``sidecar.state.StateStore`` to the ``DoctorStatusRecorder`` hook of
-    ``sidecar.accounts.AccountStore``: why a doctor is (not) connected, in ``kcsc_doctors``."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def record_connection(self, conn: sa.Connection, doctor_id: int, *, connected: bool,
-                          reason: str | None, google_email: str | None = None) -> None:
-        fields: dict[str, Any] = {
-            "status": "connected" if connected else "not_connected",
-            "status_reason": reason,
-        }
-        if connected:
-            fields["last_error"] = None
-        if google_email:
-            fields["google_email"] = google_email
-        self.state.upsert_doctor(doctor_id, conn=conn, **fields)
-
-
 def _database_check(engine: sa.Engine) -> ReadinessCheck:
     def check() -> str | None:
         try:
@@ -164,7 +144,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
         settings=settings, engine=engine, names=names, schema=schema, clock=clock,
         metrics=metrics or Metrics(),
         cookies=_cookie_validator(settings, engine, schema, clock),
-        accounts=accounts.AccountStore(schema, status=DoctorStatus(state_store)),
+        accounts=accounts.AccountStore(schema, state_store),
         state=state_store, signer=Signer(settings.sidecar.secret_key), nonces=nonces,
         site_url=site_url,
     )

@@ -102,14 +102,15 @@ class Signer:
             raise TokenError("malformed", "The security token is malformed.")
         payload, _, mac_text = token.partition(".")
         expected = hmac.new(self._key(purpose), payload.encode("ascii"), hashlib.sha256).digest()
+        # Compare the canonical text: base64's spare low bits would otherwise let several
+        # spellings of one MAC pass (a malleable token).
+        if not hmac.compare_digest(mac_text.encode("ascii"), _b64e(expected).encode("ascii")):
+            raise TokenError("signature", "The security token is not valid (it was altered, "
+                                          "or was issued for something else).")
         try:
-            mac = _b64d(mac_text)
             claims = json.loads(_b64d(payload))
         except (binascii.Error, ValueError, UnicodeDecodeError):
             raise TokenError("malformed", "The security token is malformed.") from None
-        if not hmac.compare_digest(mac, expected):
-            raise TokenError("signature", "The security token is not valid (it was altered, "
-                                          "or was issued for something else).")
         if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
             raise TokenError("malformed", "The security token is malformed.")
         if now >= claims["exp"]:

@@ -64,6 +64,19 @@ def test_tampered_tokens_rejected(mutate) -> None:
     assert err.value.reason in {"signature", "malformed"}
 
 
+def test_mac_is_not_malleable() -> None:
+    # 32 bytes in 43 base64 characters leave 2 spare bits in the last one: flipping them must
+    # not give a second valid spelling of the same token.
+    signer = Signer(SECRET)
+    token = signer.sign(PURPOSE_OAUTH, {"n": "abc"}, expires_at=1000)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    for spare in (1, 2, 3):
+        twin = token[:-1] + alphabet[last ^ spare]
+        with pytest.raises(TokenError):
+            signer.verify(PURPOSE_OAUTH, twin, now=1)
+
+
 def test_forged_payload_with_valid_structure_rejected() -> None:
     signer = Signer(SECRET)
     token = signer.sign(PURPOSE_OAUTH, {"d": 7}, expires_at=1000)
