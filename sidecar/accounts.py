@@ -154,6 +154,10 @@ def _epoch(now: datetime | float) -> float:
     return now.timestamp() if isinstance(now, datetime) else float(now)
 
 
+def _as_datetime(now: datetime | float) -> datetime:
+    return now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)
+
+
 # --------------------------------------------------------------------------------------------
 # Storage
 # --------------------------------------------------------------------------------------------
@@ -239,7 +243,8 @@ class AccountStore:
         """Save a fresh grant (OAuth callback) as GM4 does, all in one transaction.
 
         Keeps the stored refresh token when Google omits it. Without any refresh token, or when
-        the calendar scope was not granted, raises ``NeedsReconnect`` and stores nothing.
+        the calendar scope was not granted, raises ``NeedsReconnect`` and stores nothing. With a
+        ``StateStore``, the doctor's items parked as ``waiting_reconnect`` become due again.
         """
         if not granted_calendar_scope(token_response.scope):
             raise NeedsReconnect(
@@ -258,6 +263,8 @@ class AccountStore:
             if google_email:
                 fields["google_email"] = google_email
             self._record(conn, doctor_id, **fields)
+            if self.state is not None:  # work parked while disconnected resumes now
+                self.state.requeue_doctor(doctor_id, now=_as_datetime(now), conn=conn)
         log.info("doctor %s connected Google Calendar", doctor_id)
         return token
 
@@ -266,8 +273,7 @@ class AccountStore:
         """Persist a refreshed token in GM4's shape and re-set the four meta values."""
         with _atomic(conn):
             self._write_token_and_flags(conn, doctor_id, token)
-            when = now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)
-            self._record(conn, doctor_id, last_refresh_at=when)
+            self._record(conn, doctor_id, last_refresh_at=_as_datetime(now))
 
     def mark_not_connected(self, conn: sa.Connection, doctor_id: int, reason: str) -> None:
         """Google no longer accepts the grant: flag off, token removed, reason recorded.

@@ -387,6 +387,10 @@ class GoogleApi:
             self._local.http = h
         return h
 
+    def drop_http(self) -> None:
+        """Forget this thread's ``Http`` (after a broken connection); the next call makes one."""
+        self._local.http = None
+
     def calendar(self, auth: CredentialSource) -> CalendarClient:
         return CalendarClient(self, auth)
 
@@ -452,7 +456,7 @@ class CalendarClient:
         except TRANSPORT_ERRORS as err:
             self._api.metrics(method, "network")
             # A broken connection may leave the per-thread Http unusable: start a new one.
-            self._api._local.http = None
+            self._api.drop_http()
             raise translate_transport_error(err) from err
         self._api.metrics(method, 200)
         return result

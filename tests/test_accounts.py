@@ -203,6 +203,19 @@ def test_store_connection_sets_the_add_on_meta(world: World) -> None:
     assert row is not None and (row.status, row.status_reason) == ("connected", None)
 
 
+def test_reconnect_resumes_work_parked_while_disconnected(world: World) -> None:
+    doctor, _ = world.connect("again@example.com")
+    appointment = 9000 + doctor
+    world.state.upsert_item(appointment, doctor_id=doctor, state="waiting_reconnect",
+                            last_error="Google access revoked", next_attempt_at=None)
+    with world.engine.begin() as conn:
+        world.store.store_connection(conn, doctor, world.grant("again@example.com"),
+                                     world.clock.now())
+    item = world.state.get_item(appointment)
+    assert item is not None and item.state == "pending"
+    assert item.next_attempt_at == world.clock.now()
+
+
 def test_reconnect_without_refresh_token_keeps_the_stored_one(world: World) -> None:
     doctor, first = world.connect()
     again = TokenResponse(access_token="ya29.second", expires_in=3599, scope=CAL)
