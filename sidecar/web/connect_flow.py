@@ -236,14 +236,20 @@ def open_invite(rt: Runtime, token: str, *, binding: str) -> str:
 # -- disconnect and status ---------------------------------------------------------------------
 
 
-def disconnect(rt: Runtime, doctor_id: int) -> None:
+def user_exists(rt: Runtime, user_id: int) -> bool:
+    """True when WordPress has this user (a former doctor may still hold tokens)."""
+    with rt.engine.connect() as conn:
+        return wp_auth.load_user(conn, rt.schema, user_id) is not None
+
+
+def disconnect(rt: Runtime, doctor_id: int) -> accounts.DisconnectResult:
     """Remove the doctor's tokens and flags; revoke at Google best effort (never blocks)."""
     # No transaction open: the removal is committed before the (slow, best-effort) revoke.
     with rt.engine.connect() as conn:
-        rt.accounts.disconnect(conn, doctor_id,
-                               revoke=lambda token: oauth.revoke(rt.settings, token),
-                               stop_channels=rt.stop_channels)
-    log.info("doctor %s disconnected from Google", doctor_id)
+        result = rt.accounts.disconnect(conn, doctor_id,
+                                        revoke=lambda token: oauth.revoke(rt.settings, token),
+                                        stop_channels=rt.stop_channels)
+    return result
 
 
 def _problem(info: Any) -> str | None:

@@ -161,3 +161,61 @@ def test_invite_link_connects_without_wordpress_login_once(clinic: Clinic) -> No
     reused = clinic.browser().get(link, allow_redirects=False)
     assert reused.status_code == 400
     assert "already been used" in reused.text
+
+
+# -- the CLI: kc-sidecar connect-url / disconnect ------------------------------------------------
+
+
+def write_config(clinic: Clinic, path: Any) -> str:
+    s = clinic.runtime.settings
+    lines = [
+        "[database]", f"url = {json.dumps(str(s.database.url))}",
+        "[wordpress]", f"site_url = {json.dumps(SITE_URL)}",
+        "[sidecar]", f"public_url = {json.dumps(s.sidecar.public_url)}",
+        f"secret_key = {json.dumps(s.sidecar.secret_key)}",
+        "[google]", f"client_id = {json.dumps(s.google.client_id)}",
+        f"client_secret = {json.dumps(s.google.client_secret)}",
+        f"auth_uri = {json.dumps(s.google.auth_uri)}",
+        f"token_uri = {json.dumps(s.google.token_uri)}",
+        f"revoke_uri = {json.dumps(s.google.revoke_uri)}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_cli_invite_then_cli_disconnect(clinic: Clinic, tmp_path: Any, capsys: Any) -> None:
+    from sidecar.cli import main
+
+    doctor = clinic.ids["doc_two"]
+    config = write_config(clinic, tmp_path / "sidecar.toml")
+    assert main(["--config", config, "connect-url", "--doctor", str(doctor), "--ttl", "2h"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert link.startswith(clinic.url("/invite/")) and "\n" not in link
+
+    browser = clinic.browser()
+    first = browser.get(link, allow_redirects=False)
+    done = browser.get(approve_at_emulator(first.headers["Location"], "cli@gmail.test"),
+                       allow_redirects=False)
+    assert done.status_code == 200
+    assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "on"
+
+    revokes = len(clinic.emulator_requests("oauth2.revoke"))
+    assert main(["--config", config, "disconnect", "--doctor", str(doctor)]) == 0
+    assert "Google access revoked" in capsys.readouterr().out
+    assert php_connection(clinic, doctor)[TOKEN_META] == ""
+    assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "off"
+    assert len(clinic.emulator_requests("oauth2.revoke")) == revokes + 1
+
+
+def test_cli_refuses_bad_invites(clinic: Clinic, tmp_path: Any, capsys: Any) -> None:
+    from sidecar.cli import main
+
+    config = write_config(clinic, tmp_path / "sidecar.toml")
+    patient = str(clinic.ids["pat"])
+    assert main(["--config", config, "connect-url", "--doctor", patient]) == 1
+    assert "not a KiviCare doctor" in capsys.readouterr().err
+    doctor = str(clinic.ids["doc_one"])
+    assert main(["--config", config, "connect-url", "--doctor", doctor, "--ttl", "60d"]) == 2
+    assert "30 days" in capsys.readouterr().err
+    assert main(["--config", config, "disconnect", "--doctor", "99999"]) == 1
+    assert "no WordPress user 99999" in capsys.readouterr().err
