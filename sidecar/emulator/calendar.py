@@ -498,7 +498,8 @@ class CalendarStore:
                 calendar_id == "primary" and cal.id != cal.owner
             ):
                 continue
-            cal.min_valid_seq = cal.seq + 1
+            cal.seq += 1  # tokens issued from now on carry a newer sequence
+            cal.min_valid_seq = cal.seq
 
     def list(self, email: str, calendar_id: str, params: dict[str, Any]) -> dict[str, Any]:
         cal = self.calendar(email, calendar_id)

@@ -11,17 +11,16 @@ injected clock.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import random
 import re
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sidecar.clock import Clock
 from sidecar.emulator import errors
@@ -208,18 +207,21 @@ class PushHub:
         }
         if ch.token is not None:
             headers["X-Goog-Channel-Token"] = ch.token
-        # the address was checked to be http(s) when the channel was created
-        req = urllib.request.Request(  # noqa: S310
-            ch.address, data=b"", method="POST", headers=headers
-        )
+        # http.client keeps Google's header spelling (urllib would re-case the names)
+        url = urlsplit(ch.address)
+        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else \
+            http.client.HTTPConnection
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         try:
-            with urllib.request.urlopen(  # noqa: S310 - the address is the watcher's own URL
-                req, timeout=self.config.push_timeout_seconds
-            ) as resp:
+            conn = conn_cls(url.netloc, timeout=self.config.push_timeout_seconds)
+            try:
+                conn.request("POST", path, body=b"", headers=headers)
+                resp = conn.getresponse()
+                resp.read()
                 return int(resp.status)
-        except urllib.error.HTTPError as err:
-            return int(err.code)
-        except (OSError, ValueError) as err:
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as err:
             log.info("push to channel %s failed: %s", ch.id, type(err).__name__)
             return None
 

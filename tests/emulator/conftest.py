@@ -155,12 +155,9 @@ def emu_config() -> dict[str, Any]:
 @pytest.fixture
 def emu(emu_config: dict[str, Any]) -> Iterator[Emu]:
     clock = FakeClock()
+    options: dict[str, Any] = {"push_mode": "manual", **emu_config}
     config = EmulatorConfig(
-        clients={CLIENT_ID: (CLIENT_SECRET, [REDIRECT])},
-        testing=True,
-        clock=clock,
-        push_mode="manual",
-        **emu_config,
+        clients={CLIENT_ID: (CLIENT_SECRET, [REDIRECT])}, testing=True, clock=clock, **options
     )
     app = create_emulator_app(config)
     running = run_in_thread(app)
