@@ -109,6 +109,7 @@ class StateTables:
             sa.Column("claimed_by", sa.String(191), nullable=True),
             sa.Column("claim_token", sa.String(64), nullable=True),
             sa.Column("claimed_until", _TS, nullable=True),
+            sa.Column("requeued", sa.Integer, nullable=False, server_default="0"),
             sa.Column("created_at", _TS, nullable=True),
             sa.Column("updated_at", _TS, nullable=True),
             sa.Index(f"ix_{name('items')}_due", "state", "next_attempt_at"),
@@ -228,6 +229,7 @@ class Item:
     claimed_by: str | None = None
     claim_token: str | None = None
     claimed_until: datetime | None = None
+    requeued: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -503,7 +505,7 @@ class StateStore:
                         sa.update(t)
                         .where(t.c.appointment_id.in_(sorted(candidates)), due)
                         .values(claimed_by=worker_id[:191], claim_token=token,
-                                claimed_until=until)
+                                claimed_until=until, requeued=0)
                     )
                     rows = c.execute(
                         sa.select(t).where(t.c.claim_token == token)
@@ -526,18 +528,37 @@ class StateStore:
         **fields: Any,
     ) -> bool:
         """Finish a claimed item: write ``fields`` and drop the lease. False when the lease was
-        lost (another worker owns the item now) — then nothing is written."""
+        lost (another worker owns the item now) — then nothing is written.
+
+        If :meth:`requeue` ran while the item was leased, the change it announced is newer than
+        what the worker synced: a ``synced``/``done`` outcome becomes ``pending`` and a due
+        state's next attempt becomes now, so the change is not lost. Parked outcomes
+        (``failed``, ``waiting_reconnect``) stay parked.
+        """
         if not claim.claim_token:
             raise StateError(f"item {claim.appointment_id} was not claimed")
-        values = _checked_fields(fields, _ITEM_FIELDS)
+        values: dict[str, Any] = _checked_fields(fields, _ITEM_FIELDS)
         t = self.tables.items
+        stamp = self._now(now)
+        requeued = t.c.requeued == 1
+        final_state = values.get("state", claim.state)
+        if final_state in ("synced", "done"):
+            values["state"] = sa.case((requeued, "pending"), else_=final_state)
+            final_state = "pending"
+        if final_state in DUE_STATES and "next_attempt_at" in values:
+            later = values["next_attempt_at"]
+            values["next_attempt_at"] = sa.case(
+                (requeued, sa.literal(stamp, _TS)),
+                else_=sa.null() if later is None else sa.literal(later, _TS),
+            )
+        values["requeued"] = 0
         with self._tx(conn) as c:
             result = c.execute(
                 sa.update(t)
                 .where(t.c.appointment_id == claim.appointment_id,
                        t.c.claim_token == claim.claim_token)
                 .values(**values, claimed_by=None, claim_token=None, claimed_until=None,
-                        updated_at=self._now(now))
+                        updated_at=stamp)
             )
             return result.rowcount == 1
 
@@ -621,8 +642,10 @@ class StateStore:
         state: str = "pending",
         conn: sa.Connection | None = None,
     ) -> bool:
-        """Make one item due now (e.g. the appointment changed). Leases are left alone."""
-        values = _checked_fields({"state": state, "next_attempt_at": now}, _ITEM_FIELDS)
+        """Make one item due now (e.g. the appointment changed). A worker holding the item
+        keeps its lease; its outcome is then re-queued (see :meth:`release`)."""
+        values = _checked_fields({"state": state, "next_attempt_at": now, "requeued": 1},
+                                 _ITEM_FIELDS | {"requeued"})
         t = self.tables.items
         with self._tx(conn) as c:
             return c.execute(

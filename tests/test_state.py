@@ -16,20 +16,26 @@ from wp_schema.names import TableNames
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
-def engine(request, new_mysql_database, tmp_path):
+@pytest.fixture(scope="module", params=["mariadb", "sqlite"])
+def engine(request, new_mysql_database, tmp_path_factory):
+    """One database per backend for the module; tests needing fresh tables use own prefixes."""
     if request.param == "mariadb":
         eng = create_engine(new_mysql_database())
     else:
-        eng = create_engine(f"sqlite:///{tmp_path / 'site.db'}")
+        eng = create_engine(f"sqlite:///{tmp_path_factory.mktemp('state') / 'site.db'}")
+    StateStore(eng, TableNames("wp_")).migrate()
     yield eng
     eng.dispose()
 
 
 @pytest.fixture
 def store(engine, clock):
+    """The migrated ``wp_kcsc_*`` tables, emptied for each test."""
     s = StateStore(engine, TableNames("wp_"), clock)
-    s.migrate()
+    with engine.begin() as conn:
+        for table in (s.tables.items, s.tables.cursor, s.tables.doctors, s.tables.channels,
+                      s.tables.events_log):
+            conn.execute(sa.delete(table))
     return s
 
 
@@ -65,7 +71,7 @@ def test_concurrent_migrations_do_not_conflict(engine, clock):
     def run() -> None:
         try:
             barrier.wait()
-            StateStore(engine, TableNames("wp_"), clock).migrate()
+            StateStore(engine, TableNames("cm_"), clock).migrate()
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -75,10 +81,12 @@ def test_concurrent_migrations_do_not_conflict(engine, clock):
     for t in threads:
         t.join()
     assert errors == []
-    assert StateStore(engine, TableNames("wp_"), clock).schema_version() == LATEST_VERSION
+    assert StateStore(engine, TableNames("cm_"), clock).schema_version() == LATEST_VERSION
 
 
-def test_newer_schema_than_code_is_refused(store):
+def test_newer_schema_than_code_is_refused(engine, clock):
+    store = StateStore(engine, TableNames("nv_"), clock)
+    store.migrate()
     with store.engine.begin() as conn:
         conn.execute(sa.insert(store.tables.schema_version).values(
             version=LATEST_VERSION + 5, name="future", applied_at=NOW.replace(tzinfo=None)))
@@ -200,9 +208,27 @@ def test_reconnect_and_retry_requeue_parked_items(store):
     assert [i.appointment_id for i in store.list_items(states=["pending"])] == [1, 2, 3]
 
 
-def test_concurrent_claimers_never_share_an_item(engine, clock):
-    store = StateStore(engine, TableNames("wp_"), clock)
-    store.migrate()
+def test_change_announced_during_a_lease_is_not_lost(store):
+    seed(store, 3)
+    first, second, third = store.claim_due_items(NOW, 3, "w", 60)
+    later = NOW + timedelta(seconds=5)
+    for item in (first, second, third):
+        store.requeue(item.appointment_id, now=later)  # the appointment changed meanwhile
+    assert store.mark_synced(first, now=later, event_id="e1", fingerprint="stale")
+    assert store.mark_retry(second, now=later, error="503", delay=timedelta(hours=1))
+    assert store.mark_waiting_reconnect(third, now=later, error="invalid_grant")
+    items = store.get_items([1, 2, 3])
+    assert (items[1].state, items[1].next_attempt_at, items[1].event_id) == (
+        "pending", later, "e1")
+    assert items[2].next_attempt_at == later
+    assert (items[3].state, items[3].next_attempt_at) == ("waiting_reconnect", None)
+    # A requeue before the claim is consumed by that claim.
+    [again] = store.claim_due_items(later, 1, "w", 60)
+    assert store.mark_synced(again, now=later, event_id="e1", fingerprint="fresh")
+    assert (store.get_item(1).state, store.get_item(1).next_attempt_at) == ("synced", None)
+
+
+def test_concurrent_claimers_never_share_an_item(store):
     seed(store, 150)
     got: dict[str, list[int]] = {}
     errors: list[BaseException] = []
@@ -230,7 +256,7 @@ def test_concurrent_claimers_never_share_an_item(engine, clock):
     counts = Counter(i for ids in got.values() for i in ids)
     assert sorted(counts) == list(range(1, 151))
     assert max(counts.values()) == 1
-    with engine.connect() as conn:
+    with store.engine.connect() as conn:
         owners = dict(conn.execute(sa.text(
             "SELECT appointment_id, claimed_by FROM wp_kcsc_items")).all())
     for name, ids in got.items():
