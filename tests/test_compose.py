@@ -98,9 +98,15 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
         for dep, cond in svc.get("depends_on", {}).items():
             assert dep in services
-            assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}"
-    assert set(services["sidecar"]["depends_on"]) == {"db", "wordpress"}
-    assert "sidecar" in services["proxy"]["depends_on"]
+            assert "condition" in cond, f"{name} -> {dep}"
+    healthy = {"condition": "service_healthy"}
+    assert services["sidecar"]["depends_on"] == {"db": healthy, "wordpress": healthy}
+    assert services["wordpress"]["depends_on"] == {"db": healthy}
+    # The proxy must not wait for a healthy sidecar: WordPress has to be installable first.
+    assert services["proxy"]["depends_on"] == {
+        "wordpress": healthy,
+        "sidecar": {"condition": "service_started"},
+    }
     assert any("/healthz" in part for part in services["sidecar"]["healthcheck"]["test"])
 
 
@@ -393,6 +399,7 @@ def test_caddy_routes_kc_sidecar_to_the_sidecar_with_the_login_cookie(
             conn.close()
             return resp.status, body, dict(resp.getheaders())
 
+        assert get("/kc-sidecar/metrics")[0] == 404  # scraped inside, not published
         assert get("/kc-sidecar/connect?doctor=3")[:2] == (200, "sidecar")
         path, headers = sidecar.seen[-1]
         assert path == "/connect?doctor=3"
