@@ -413,7 +413,7 @@ def fingerprint(appt: Appointment, zone_label: str, telemed: bool, *, extra: str
         appt.end_utc.isoformat() if appt.end_utc else None,
         zone_label,
         int(appt.doctor_id),
-        int(appt.status),
+        None if appt.status is None else str(appt.status).strip(),
         list(appt.service_names),
         appt.patient_name,
         appt.patient_email,

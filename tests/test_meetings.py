@@ -329,6 +329,10 @@ def test_fingerprint_changes_with_each_relevant_field():
     assert fingerprint(base, "Europe/Berlin", True, extra="tpl2") != reference
 
 
+def test_fingerprint_tolerates_v3_null_status():
+    assert fingerprint(appt(status=None), "UTC", True) != fingerprint(appt(status=1), "UTC", True)
+
+
 def test_fingerprint_ignores_representation_of_the_same_time():
     a = appt(start_time="09:00:00", start_date="2026-06-10")
     b = appt(start_time=timedelta(hours=9), start_date=date(2026, 6, 10))
