@@ -15,6 +15,7 @@ thread. Other parts extend it through two hooks instead of new fields:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,29 @@ def _cookie_validator(settings: Settings, engine: sa.Engine, schema: SiteSchema,
     return wp_auth.CookieValidator(engine, schema, keys, cookie_hash, clock)
 
 
+def _google_factory(settings: Settings, engine: sa.Engine, account_store: Any, clock: Clock,
+                    metrics: Metrics) -> Callable[[int], Any]:
+    """``factory(doctor_id)`` → a ``CalendarClient`` whose credentials come from the doctor's
+    stored tokens. The Google service (bundled discovery document) and the credentials provider
+    are built once, on first use, and shared by every doctor."""
+    guard = threading.Lock()
+    parts: dict[str, Any] = {}
+
+    def factory(doctor_id: int) -> Any:
+        with guard:
+            if not parts:
+                from sidecar.accounts import CredentialsProvider
+                from sidecar.google_api import GoogleApi
+
+                parts["api"] = GoogleApi.from_settings(settings, clock=clock,
+                                                       app_metrics=metrics)
+                parts["credentials"] = CredentialsProvider(engine, account_store, settings,
+                                                           clock=clock)
+        return parts["api"].calendar(parts["credentials"].for_doctor(int(doctor_id)))
+
+    return factory
+
+
 def build_runtime(settings: Settings, clock: Clock | None = None, *,
                   engine: sa.Engine | None = None, metrics: Metrics | None = None) -> Runtime:
     """Everything but threads. ``ConfigError`` when a required key is missing."""
@@ -140,11 +164,14 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
     nonces = NonceStore(names)
     nonces.ensure_table(engine)
     site_url = (settings.wordpress.site_url or _stored_site_url(engine, schema)).rstrip("/")
+    metrics = metrics or Metrics()
+    account_store = accounts.AccountStore(schema, state_store)
     runtime = Runtime(
         settings=settings, engine=engine, names=names, schema=schema, clock=clock,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         cookies=_cookie_validator(settings, engine, schema, clock),
-        accounts=accounts.AccountStore(schema, state_store),
+        accounts=account_store,
+        google_factory=_google_factory(settings, engine, account_store, clock, metrics),
         state=state_store, signer=Signer(settings.sidecar.secret_key), nonces=nonces,
         site_url=site_url,
     )

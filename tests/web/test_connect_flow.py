@@ -11,6 +11,8 @@ import pytest
 import requests
 from web_clinic import SITE_URL, Clinic, approve_at_emulator, query_of
 
+from sidecar.google_api import AuthRevoked
+
 pytestmark = pytest.mark.php
 
 TOKEN_META = "google_meet_access_token"
@@ -87,6 +89,8 @@ def test_doctor_connects_then_disconnects(clinic: Clinic) -> None:
     calls = len(clinic.emulator_requests())
     after = browser.get(clinic.url("/me"))
     assert "Not connected" in after.text and "Connect Google Calendar" in after.text
+    with pytest.raises(AuthRevoked):  # what the sync engine gets for this doctor now
+        clinic.runtime.google_factory(doctor).list_events("primary")
     assert len(clinic.emulator_requests()) == calls  # a disconnected doctor costs no call
 
 
@@ -117,6 +121,9 @@ def test_admin_connects_a_doctor_and_returns_to_wp_admin(clinic: Clinic) -> None
     assert done.status_code == 303
     assert done.headers["Location"] == back
     assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "on"
+    # the runtime's per-doctor client now reaches that doctor's (emulated) calendar
+    clinic.runtime.google_factory(doctor).list_events("primary")
+    assert clinic.emulator.app.emulator.requests("calendar.events.list", user="doc3@gmail.test")
 
     listing = browser.get(clinic.url("/admin"))
     assert listing.status_code == 200
