@@ -98,6 +98,7 @@ def start(rt: Runtime, *, doctor_id: int, wp_user_id: int, binding: str,
     verifier, challenge = oauth.new_pkce_pair()
     expires_at = now + STATE_TTL_SECONDS
     with rt.engine.begin() as conn:
+        rt.nonces.purge(conn, now)  # long-expired states and invites; indexed, usually nothing
         nonce = rt.nonces.issue(conn, purpose=PURPOSE_OAUTH, doctor_id=doctor_id,
                                 wp_user_id=wp_user_id, now=now, expires_at=expires_at,
                                 code_verifier=verifier, return_to=return_to,
