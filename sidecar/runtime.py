@@ -51,8 +51,12 @@ class Runtime:
     signer: Signer
     nonces: NonceStore
     site_url: str
-    #: ``google_factory(doctor_id)`` → a ``sidecar.google_api.CalendarClient`` for that doctor
+    #: ``google_factory(doctor_id)`` → a ``sidecar.google_api.CalendarClient`` for that doctor;
+    #: ``build_runtime`` sets a lazy default, ``sidecar.services.attach_google`` may replace it
+    #: (and then fills ``google_api`` and ``credentials`` with the shared parts it built).
     google_factory: Callable[[int], Any] | None = None
+    google_api: Any = None  # sidecar.google_api.GoogleApi, when attached
+    credentials: Any = None  # sidecar.accounts.CredentialsProvider, when attached
     stop_channels: Callable[[int], None] | None = None
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
