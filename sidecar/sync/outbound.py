@@ -1,0 +1,599 @@
+"""Outbound sync: every qualifying KiviCare appointment gets exactly one Google event with Meet.
+
+Three single-step jobs, each safe to run in several processes at once:
+
+* :meth:`OutboundSync.scan_new` — a primary-key range scan past a cursor notices new bookings
+  within a poll interval and starts tracking the telemedicine ones;
+* :meth:`OutboundSync.reconcile` — compares the upcoming window (and tracked appointments that
+  disappeared) against stored fingerprints and makes changed ones due;
+* :meth:`OutboundSync.process_due` — claims due items under a lease and applies, per item,
+  *decide then act*: read KiviCare, the mapping table and our item → one Google step → write the
+  mapping row and the item's outcome in one transaction.
+
+Exactly-once rests on deterministic client event ids (a retry after any crash gets 409 and adopts
+the event), on the item's ``event_id`` being stored *before* the insert is sent, and on leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from sidecar import google_api as g
+from sidecar.appointments import AppointmentFacts, AppointmentReader, MappingRow
+from sidecar.meetings import (
+    AppointmentDataError,
+    appointment_window,
+    build_event_body,
+    classify,
+    event_id_for,
+    extract_meet,
+    fingerprint,
+    is_valid_mapping_row,
+    time_patch,
+)
+from sidecar.state import Item
+from sidecar.sync.mapping import MappingWriter
+from sidecar.timezones import ResolvedZone
+
+log = logging.getLogger(__name__)
+
+CURSOR_LAST_ID = "outbound.last_appointment_id"
+#: seconds between polls of a pending conference; bounded, then a new create request
+CONFERENCE_POLL_DELAYS = (0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 900.0
+PERMANENT_FAILURE_RETRY = timedelta(hours=6)
+
+CalendarFactory = Callable[[int], g.CalendarClient]
+
+
+@dataclass
+class CycleResult:
+    """What one job run did; ``failed`` counts items parked as failed in this run."""
+
+    scanned: int = 0
+    queued: int = 0
+    processed: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    failed: int = 0
+    retried: int = 0
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, other: CycleResult) -> None:
+        for name in ("scanned", "queued", "processed", "created", "updated", "deleted", "failed",
+                     "retried", "waiting"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+
+class _Reschedule(Exception):
+    """Internal: finish this item now and look at it again after ``delay`` seconds."""
+
+    def __init__(self, delay: float, state: str, **fields: Any) -> None:
+        super().__init__(state)
+        self.delay = delay
+        self.state = state
+        self.fields = fields
+
+
+class OutboundSync:
+    def __init__(
+        self,
+        runtime: Any,
+        calendar_for: CalendarFactory,
+        *,
+        worker_id: str | None = None,
+        max_workers: int = 8,
+        lease_seconds: float = 120.0,
+        batch_size: int = 200,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.engine: sa.Engine = runtime.engine
+        self.state = runtime.state
+        self.clock = runtime.clock
+        self.metrics = runtime.metrics
+        self.accounts = runtime.accounts
+        self.reader = AppointmentReader(runtime.schema)
+        self.mappings = MappingWriter(runtime.schema)
+        self.calendar_for = calendar_for
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.max_workers = max_workers
+        self.lease_seconds = lease_seconds
+        self.batch_size = batch_size
+        self.rng = rng or random.Random()
+        names = runtime.names
+        from sidecar.meetings import site_key_for
+
+        self.site_key = site_key_for(runtime.site_url or "localhost", names.blog_id,
+                                     names.base_prefix)
+        sync = self.settings.sync
+        self.body_extra = "|".join(
+            (sync.summary_template, sync.description_template, sync.attendees))
+
+    # ------------------------------------------------------------------ noticing changes
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def scan_new(self) -> CycleResult:
+        """Track appointments booked since the last scan (cursor = highest id seen)."""
+        result = CycleResult()
+        now = self.now()
+        with self.engine.connect() as conn:
+            raw = self.state.get_cursor(CURSOR_LAST_ID, conn=conn)
+            if raw is None:
+                # First start: history is not ours to scan; the upcoming-window reconcile
+                # picks up every upcoming appointment that already exists.
+                start = self.reader.max_id(conn)
+                self.state.set_cursor(CURSOR_LAST_ID, str(start), conn=conn)
+                conn.commit()
+                return result
+            last = int(raw)
+            while True:
+                ids = self.reader.ids_after(conn, last, self.batch_size)
+                if not ids:
+                    break
+                facts = self.reader.load(conn, ids)
+                result.scanned += len(ids)
+                for appt_id in ids:
+                    f = facts.get(appt_id)
+                    if f is not None and f.telemed and self.state.ensure_item(
+                            appt_id, f.appointment.doctor_id, now=now, conn=conn):
+                        result.queued += 1
+                last = ids[-1]
+                self.state.set_cursor(CURSOR_LAST_ID, str(last), conn=conn)
+                conn.commit()
+                if len(ids) < self.batch_size:
+                    break
+        return result
+
+    def window(self, site_today: date) -> tuple[date, date]:
+        # One day of slack before today covers zones ahead of the site's.
+        return site_today - timedelta(days=1), site_today + timedelta(
+            days=self.settings.sync.upcoming_days)
+
+    def reconcile(self) -> CycleResult:
+        """Make due every tracked or telemed upcoming appointment whose fingerprint changed,
+        and every tracked appointment whose row is gone; wake items of reconnected doctors."""
+        result = CycleResult()
+        now = self.now()
+        with self.engine.connect() as conn:
+            site_zone = self.reader.site_zone(conn)
+            first, last = self.window(now.astimezone(site_zone.tzinfo).date())
+            ids = self.reader.ids_starting_between(conn, first, last)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                facts = self.reader.load(conn, chunk)
+                items = self.state.get_items(chunk, conn=conn)
+                for appt_id, f in facts.items():
+                    item = items.get(appt_id)
+                    result.scanned += 1
+                    if item is None:
+                        if f.telemed:
+                            self.state.ensure_item(appt_id, f.appointment.doctor_id, now=now,
+                                                   conn=conn)
+                            result.queued += 1
+                        continue
+                    if item.fingerprint != self._fingerprint(f) and item.state in (
+                            "synced", "done"):
+                        self.state.requeue(appt_id, now=now, conn=conn)
+                        result.queued += 1
+                conn.commit()
+            result.queued += self._requeue_vanished(conn, now)
+            result.queued += self._requeue_reconnected(conn, now)
+            conn.commit()
+        return result
+
+    def _requeue_vanished(self, conn: sa.Connection, now: datetime) -> int:
+        t = self.state.tables.items
+        tracked = [
+            int(r[0]) for r in conn.execute(
+                sa.select(t.c.appointment_id).where(
+                    t.c.event_id.is_not(None), t.c.state.in_(("synced", "awaiting_conference")))
+            )
+        ]
+        existing = self.reader.existing_ids(conn, tracked)
+        gone = [a for a in tracked if a not in existing]
+        for appt_id in gone:
+            self.state.requeue(appt_id, now=now, state="deleting", conn=conn)
+        return len(gone)
+
+    def _requeue_reconnected(self, conn: sa.Connection, now: datetime) -> int:
+        t = self.state.tables.items
+        doctors = {int(r[0]) for r in conn.execute(
+            sa.select(t.c.doctor_id).where(t.c.state == "waiting_reconnect").distinct())}
+        if not doctors:
+            return 0
+        statuses = self.accounts.connection_statuses(conn, doctors)
+        return sum(self.state.requeue_doctor(d, now=now, conn=conn)
+                   for d in doctors if statuses.get(d) == "connected")
+
+    def _fingerprint(self, f: AppointmentFacts) -> str:
+        return fingerprint(f.appointment, f.zone.label, f.telemed, extra=self.body_extra)
+
+    # ------------------------------------------------------------------ doing the work
+    def process_due(self, limit: int | None = None) -> CycleResult:
+        """Claim due items and process them: doctors in parallel, one doctor's items in order."""
+        total = CycleResult()
+        while True:
+            want = self.batch_size if limit is None else min(self.batch_size,
+                                                             limit - total.processed)
+            if want <= 0:
+                break
+            claims = self.state.claim_due_items(self.now(), want, self.worker_id,
+                                                self.lease_seconds)
+            if not claims:
+                break
+            by_doctor: dict[int, list[Item]] = defaultdict(list)
+            for item in claims:
+                by_doctor[item.doctor_id].append(item)
+            groups = list(by_doctor.values())
+            if len(groups) == 1 or self.max_workers <= 1:
+                for group in groups:
+                    total.merge(self._process_group(group))
+            else:
+                with ThreadPoolExecutor(max_workers=min(self.max_workers, len(groups)),
+                                        thread_name_prefix="kcsc-outbound") as pool:
+                    for res in pool.map(self._process_group, groups):
+                        total.merge(res)
+            if len(claims) < want:
+                break
+        return total
+
+    def _process_group(self, items: Iterable[Item]) -> CycleResult:
+        result = CycleResult()
+        for item in items:
+            result.merge(self.process_item(item))
+        return result
+
+    def process_item(self, claim: Item) -> CycleResult:
+        """Bring one claimed appointment's Google side in line; never raises."""
+        result = CycleResult(processed=1)
+        now = self.now()
+        extra = {"appointment_id": claim.appointment_id, "doctor_id": claim.doctor_id}
+        try:
+            self._apply(claim, result)
+        except _Reschedule as again:
+            self.state.release(claim, now=now, state=again.state,
+                               next_attempt_at=now + timedelta(seconds=again.delay),
+                               **again.fields)
+        except g.AuthRevoked as err:
+            result.waiting += 1
+            log.warning("appointment %s waits for its doctor to reconnect: %s",
+                        claim.appointment_id, err, extra=extra)
+            self.state.mark_waiting_reconnect(claim, now=now, error=f"{type(err).__name__}: {err}")
+        except (g.RateLimited, g.Transient, g.QuotaExceeded) as err:
+            result.retried += 1
+            delay = self._retry_delay(claim.attempts, getattr(err, "retry_after", None),
+                                      slow=isinstance(err, g.QuotaExceeded))
+            self.metrics.google_retries.labels(reason=type(err).__name__).inc()
+            log.info("appointment %s: %s, retry in %.1fs", claim.appointment_id,
+                     type(err).__name__, delay, extra=extra)
+            self.state.mark_retry(claim, now=now, error=f"{type(err).__name__}: {err}",
+                                  delay=timedelta(seconds=delay))
+        except (g.GoogleError, AppointmentDataError) as err:
+            result.failed += 1
+            result.errors.append(f"appointment {claim.appointment_id}: {err}")
+            self.metrics.items_failed.inc()
+            log.error("appointment %s failed: %s", claim.appointment_id, err, extra=extra)
+            self.state.mark_failed(claim, now=now, error=f"{type(err).__name__}: {err}")
+        except sa.exc.SQLAlchemyError as err:
+            # The database went away mid-item: the lease expires and the item is retried.
+            result.retried += 1
+            log.warning("appointment %s: database error %s; will retry",
+                        claim.appointment_id, type(err).__name__, extra=extra)
+        except Exception as err:  # never lose an item to a bug: keep it queued with the error
+            result.retried += 1
+            log.exception("appointment %s: unexpected %s", claim.appointment_id,
+                          type(err).__name__, extra=extra)
+            self.state.mark_retry(claim, now=now, error=f"{type(err).__name__}: {err}",
+                                  delay=timedelta(seconds=self._retry_delay(claim.attempts)))
+        return result
+
+    def _retry_delay(self, attempts: int, retry_after: float | None = None,
+                     slow: bool = False) -> float:
+        base = RETRY_BASE_SECONDS * (2 ** min(attempts, 12)) * (8 if slow else 1)
+        delay = min(RETRY_MAX_SECONDS, base) * (0.5 + self.rng.random() / 2)
+        return max(delay, retry_after or 0.0)
+
+    # ---------------------------------------------------------------- decide, then act
+    def _apply(self, claim: Item, result: CycleResult) -> None:
+        now = self.now()
+        with self.engine.connect() as conn:
+            facts = self.reader.load(conn, [claim.appointment_id]).get(claim.appointment_id)
+            rows = self.reader.mapping_rows(conn, [claim.appointment_id]).get(
+                claim.appointment_id, [])
+            site_zone = self.reader.site_zone(conn)
+            doctor_id = facts.appointment.doctor_id if facts else claim.doctor_id
+            connected = self.accounts.connection_status(conn, doctor_id) == "connected"
+            addon_active = self._addon_active(conn) if facts else False
+            created_at = self._created_at(conn, claim.appointment_id) if facts else None
+
+        valid_rows = [r for r in rows if is_valid_mapping_row(r.event_id, r.url)]
+        if facts is None:
+            self._ensure_absent(claim, rows, result, reason="appointment deleted")
+            return
+        _start, end = appointment_window(facts.appointment, facts.zone)
+        desired = classify(facts.appointment.status, end.astimezone(UTC) <= now)
+        if desired == "present" and not facts.telemed:
+            desired = "absent"
+        fp = self._fingerprint(facts)
+        if desired in ("wait", "leave"):
+            self.state.mark_done(claim, now=now, fingerprint=fp,
+                                 doctor_id=facts.appointment.doctor_id)
+            return
+        if desired == "absent":
+            self._ensure_absent(claim, rows, result, reason="appointment cancelled",
+                                fingerprint=fp)
+            return
+        if not connected:
+            raise g.AuthRevoked(f"doctor {doctor_id} is not connected", reason="not_connected")
+        self._ensure_present(claim, facts, valid_rows, rows, fp, site_zone, result,
+                             addon_active=addon_active, created_at=created_at)
+
+    def _addon_active(self, conn: sa.Connection) -> bool:
+        active = self.reader.options.get(conn, "active_plugins") or []
+        values = active.values() if isinstance(active, dict) else active
+        return any(isinstance(v, str) and v.startswith("kivicare-google-meet/") for v in values)
+
+    def _created_at(self, conn: sa.Connection, appointment_id: int) -> datetime | None:
+        a = self.reader.appts
+        if "created_at" not in a.c:
+            return None
+        value = conn.execute(sa.select(a.c.created_at).where(a.c.id == appointment_id)).scalar()
+        return value if isinstance(value, datetime) else None
+
+    def _ensure_absent(self, claim: Item, rows: list[MappingRow], result: CycleResult, *,
+                       reason: str, fingerprint: str | None = None) -> None:
+        """Delete our event (and any mapped one) and the mapping rows; item done."""
+        now = self.now()
+        calendar_doctor = claim.calendar_doctor_id or claim.doctor_id
+        event_ids = {claim.event_id} if claim.event_id else set()
+        event_ids.update(r.event_id for r in rows if is_valid_mapping_row(r.event_id, r.url))
+        if event_ids:
+            with self.engine.connect() as conn:
+                connected = self.accounts.connection_status(conn, calendar_doctor) == "connected"
+            if not connected:
+                raise g.AuthRevoked(f"doctor {calendar_doctor} is not connected",
+                                    reason="not_connected")
+            cal = self.calendar_for(calendar_doctor)
+            for event_id in sorted(event_ids):
+                try:
+                    cal.delete_event("primary", event_id,
+                                     send_updates=self.settings.sync.send_updates)
+                    result.deleted += 1
+                    self.metrics.meetings_deleted.inc()
+                except (g.Gone, g.NotFound):
+                    pass  # already deleted (by us earlier, by PHP, or in Google): success
+        with self.engine.begin() as conn:
+            self.mappings.delete_for(conn, claim.appointment_id)
+            fields: dict[str, Any] = {"event_id": None, "calendar_doctor_id": None}
+            if claim.event_id:
+                fields["event_version"] = claim.event_version + 1
+            if fingerprint is not None:
+                fields["fingerprint"] = fingerprint
+            self.state.mark_done(claim, now=now, conn=conn, **fields)
+        if event_ids:
+            log.info("appointment %s: event removed (%s)", claim.appointment_id, reason,
+                     extra={"appointment_id": claim.appointment_id})
+
+    def _ensure_present(
+        self,
+        claim: Item,
+        facts: AppointmentFacts,
+        valid_rows: list[MappingRow],
+        rows: list[MappingRow],
+        fp: str,
+        site_zone: ResolvedZone,
+        result: CycleResult,
+        *,
+        addon_active: bool,
+        created_at: datetime | None,
+    ) -> None:
+        appt = facts.appointment
+        doctor_id = appt.doctor_id
+        event_id = claim.event_id
+        version = claim.event_version
+        # Doctor changed: the event moves to the new doctor's calendar.
+        if event_id and claim.calendar_doctor_id and claim.calendar_doctor_id != doctor_id:
+            self._move_off_old_calendar(claim, result)
+            event_id, version = None, version + 1
+            valid_rows = []
+        # Adopt a valid row written by PHP (or by us before a crash).
+        if valid_rows and valid_rows[0].event_id != event_id:
+            event_id = valid_rows[0].event_id
+            self.state.log_event("adopt", appointment_id=appt.id, doctor_id=doctor_id,
+                                 event_id=event_id, detail="existing mapping row")
+        cal = self.calendar_for(doctor_id)
+        event: dict[str, Any] | None = None
+        if event_id is None:
+            if addon_active and not rows and created_at is not None:
+                wait = self._settle_wait(created_at, site_zone)
+                if wait > 0:
+                    raise _Reschedule(wait, "pending", doctor_id=doctor_id)
+            event_id = event_id_for(self.site_key, appt.id, version)
+            # Remember the id before sending: a crash after Google's insert leads to a 409
+            # on retry, and the existing event is adopted instead of duplicated.
+            self.state.upsert_item(appt.id, event_id=event_id, event_version=version,
+                                   calendar_doctor_id=doctor_id, doctor_id=doctor_id,
+                                   state="creating")
+            event = self._insert(cal, facts, event_id, claim.conference_attempt, result)
+            if event is None:  # the id was burnt by a deleted event: next version, now
+                raise _Reschedule(0, "pending", event_id=None, event_version=version + 1)
+        else:
+            try:
+                event = cal.get_event("primary", event_id)
+            except (g.NotFound, g.Gone):
+                event = None
+            if event is None or event.get("status") == "cancelled":
+                # Gone in Google while KiviCare still wants it: a new event, new id version.
+                self.state.log_event("recreate", appointment_id=appt.id, doctor_id=doctor_id,
+                                     event_id=event_id, detail="event missing in Google")
+                raise _Reschedule(0, "pending", event_id=None, event_version=version + 1,
+                                  calendar_doctor_id=None)
+            if claim.fingerprint != fp or not self._times_match(event, facts):
+                event = self._patch(cal, facts, event, result)
+        meet = extract_meet(event)
+        if meet.status == "pending" or meet.status == "none":
+            polls = claim.attempts if claim.state == "awaiting_conference" else 0
+            if polls >= len(CONFERENCE_POLL_DELAYS):
+                event = self._new_conference(cal, event, claim.conference_attempt + 1)
+                raise _Reschedule(CONFERENCE_POLL_DELAYS[0], "awaiting_conference",
+                                  event_id=event_id, calendar_doctor_id=doctor_id,
+                                  conference_attempt=claim.conference_attempt + 1, attempts=0)
+            if meet.status == "none":
+                event = self._new_conference(cal, event, claim.conference_attempt)
+            raise _Reschedule(CONFERENCE_POLL_DELAYS[polls], "awaiting_conference",
+                              event_id=event_id, calendar_doctor_id=doctor_id,
+                              attempts=polls + 1)
+        if meet.status == "failure":
+            self._new_conference(cal, event, claim.conference_attempt + 1)
+            self.state.log_event("conference_retry", appointment_id=appt.id,
+                                 doctor_id=doctor_id, event_id=event_id,
+                                 detail="Meet creation failed; new request id")
+            raise _Reschedule(CONFERENCE_POLL_DELAYS[0], "awaiting_conference",
+                              event_id=event_id, calendar_doctor_id=doctor_id,
+                              conference_attempt=claim.conference_attempt + 1, attempts=0,
+                              last_error="Meet conference creation failed; retrying")
+        with self.engine.begin() as conn:
+            self.mappings.write(conn, appt.id, event, now=self.now(), site_zone=site_zone)
+            self.state.mark_synced(claim, now=self.now(), event_id=event_id, fingerprint=fp,
+                                   conn=conn, calendar_doctor_id=doctor_id,
+                                   doctor_id=doctor_id)
+
+    def _settle_wait(self, created_at: datetime, site_zone: ResolvedZone) -> float:
+        created = created_at.replace(tzinfo=site_zone.tzinfo) if created_at.tzinfo is None \
+            else created_at
+        ready = created + timedelta(seconds=self.settings.sync.settle_seconds)
+        return (ready - self.now()).total_seconds()
+
+    def _insert(self, cal: g.CalendarClient, facts: AppointmentFacts, event_id: str,
+                conference_attempt: int, result: CycleResult) -> dict[str, Any] | None:
+        """Insert, or adopt our own event after a 409; None when that id is a deleted event."""
+        sync = self.settings.sync
+        body = build_event_body(
+            facts.appointment, facts.zone, event_id=event_id,
+            summary_template=sync.summary_template,
+            description_template=sync.description_template,
+            attendees_policy=sync.attendees,  # type: ignore[arg-type]
+            conference_attempt=conference_attempt,
+        )
+        send = sync.send_updates if sync.attendees != "none" else None
+        try:
+            event = cal.insert_event("primary", body, conference=True, send_updates=send)
+        except g.Duplicate:
+            event = cal.get_event("primary", event_id)
+            if event.get("status") == "cancelled":
+                return None
+            self.state.log_event("adopt", appointment_id=facts.appointment.id,
+                                 doctor_id=facts.appointment.doctor_id, event_id=event_id,
+                                 detail="409 on insert: our event already exists")
+            if not self._times_match(event, facts):
+                event = self._patch(cal, facts, event, result)
+            return event
+        result.created += 1
+        self.metrics.meetings_created.inc()
+        return event
+
+    def _patch(self, cal: g.CalendarClient, facts: AppointmentFacts, event: dict[str, Any],
+               result: CycleResult) -> dict[str, Any]:
+        sync = self.settings.sync
+        full = build_event_body(
+            facts.appointment, facts.zone, event_id=event["id"],
+            summary_template=sync.summary_template,
+            description_template=sync.description_template,
+            attendees_policy=sync.attendees,  # type: ignore[arg-type]
+            with_conference=False,
+        )
+        patch = {k: full[k] for k in ("summary", "description", "start", "end", "location",
+                                      "attendees") if k in full}
+        send = sync.send_updates if sync.attendees != "none" else None
+        patched = cal.patch_event("primary", event["id"], patch, conference=True,
+                                  send_updates=send)
+        result.updated += 1
+        self.metrics.meetings_updated.inc()
+        return patched
+
+    def _new_conference(self, cal: g.CalendarClient, event: dict[str, Any],
+                        attempt: int) -> dict[str, Any]:
+        from sidecar.meetings import conference_request_id
+
+        body = {"conferenceData": {"createRequest": {
+            "requestId": conference_request_id(event["id"], attempt),
+            "conferenceSolutionKey": {"type": "hangoutsMeet"},
+        }}}
+        return cal.patch_event("primary", event["id"], body, conference=True)
+
+    def _times_match(self, event: dict[str, Any], facts: AppointmentFacts) -> bool:
+        want = time_patch(facts.appointment, facts.zone)
+        for key in ("start", "end"):
+            got = (event.get(key) or {}).get("dateTime")
+            if not got:
+                return False
+            try:
+                got_at = datetime.fromisoformat(got.replace("Z", "+00:00"))
+                want_at = datetime.fromisoformat(want[key]["dateTime"].replace("Z", "+00:00"))
+            except ValueError:
+                return False
+            if got_at != want_at:
+                return False
+        return True
+
+    def _move_off_old_calendar(self, claim: Item, result: CycleResult) -> None:
+        old = claim.calendar_doctor_id
+        assert old is not None and claim.event_id is not None
+        try:
+            self.calendar_for(old).delete_event("primary", claim.event_id,
+                                                send_updates=self.settings.sync.send_updates)
+            result.deleted += 1
+            self.metrics.meetings_deleted.inc()
+        except (g.Gone, g.NotFound):
+            pass
+        except g.AuthRevoked:
+            # The old doctor cannot be reached any more; their calendar is theirs to clean.
+            self.state.log_event("orphaned", appointment_id=claim.appointment_id,
+                                 doctor_id=old, event_id=claim.event_id,
+                                 detail="doctor changed; old doctor not connected")
+        with self.engine.begin() as conn:
+            self.mappings.delete_for(conn, claim.appointment_id)
+        self.state.log_event("moved", appointment_id=claim.appointment_id, doctor_id=old,
+                             event_id=claim.event_id, detail="doctor changed")
+
+    # ------------------------------------------------------------------ one full cycle
+    def run_once(self) -> CycleResult:
+        """scan → reconcile → process (``kc-sidecar sync-once`` and tests)."""
+        total = CycleResult()
+        total.merge(self.scan_new())
+        total.merge(self.reconcile())
+        total.merge(self.process_due())
+        self.update_queue_metrics()
+        return total
+
+    def update_queue_metrics(self) -> None:
+        counts = self.state.count_by_state()
+        depth = sum(n for s, n in counts.items() if s in ("pending", "creating",
+                                                         "awaiting_conference", "deleting"))
+        t = self.state.tables.items
+        with self.engine.connect() as conn:
+            oldest = conn.execute(sa.select(sa.func.min(t.c.created_at)).where(
+                t.c.state.in_(("pending", "creating", "awaiting_conference")))).scalar()
+        age = 0.0
+        if oldest is not None:
+            oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest
+            age = max(0.0, (self.now() - oldest).total_seconds())
+        self.metrics.set_queue(depth, age)
