@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import sqlalchemy as sa
-from php_wp import WordPressPHP, random_salts, require_php
 
 from sidecar.clock import FakeClock
 from sidecar.config import (
@@ -34,6 +33,7 @@ from sidecar.emulator.config import EmulatorConfig
 from sidecar.emulator.server import RunningServer, run_in_thread
 from sidecar.runtime import Runtime, build_runtime
 from sidecar.web import create_app
+from tests.php_wp import WordPressPHP, random_salts, require_php
 from wp_schema.ddl import create_site
 from wp_schema.names import TableNames
 from wp_schema.reflect import SiteSchema
