@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
 
@@ -92,11 +94,12 @@ def test_short_secret_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def store_engine(new_mysql_database) -> sa.Engine:
+def store_engine(new_mysql_database) -> Iterator[sa.Engine]:
     engine = sa.create_engine(new_mysql_database())
     NonceStore(TableNames()).ensure_table(engine)
     NonceStore(TableNames()).ensure_table(engine)  # idempotent
-    return engine
+    yield engine
+    engine.dispose()
 
 
 def test_nonce_is_single_use(store_engine) -> None:
