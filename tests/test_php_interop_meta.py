@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from php_wp import WordPressPHP, php_literal, require_php
 
+from tests.php_wp import WordPressPHP, php_literal, require_php
 from wp_schema.ddl import create_site
 from wp_schema.meta import Options, UserMeta
 from wp_schema.names import TableNames

@@ -17,7 +17,6 @@ from urllib.parse import quote_plus, unquote_plus
 
 import pytest
 import sqlalchemy as sa
-from php_wp import WordPressPHP, random_salts, require_php, token_of
 
 from sidecar.clock import FakeClock
 from sidecar.wp_auth import (
@@ -33,6 +32,7 @@ from sidecar.wp_auth import (
     roles_from_capabilities,
     site_cookie_hash,
 )
+from tests.php_wp import WordPressPHP, random_salts, require_php, token_of
 from wp_schema.ddl import create_site
 from wp_schema.names import TableNames
 from wp_schema.reflect import SiteSchema
