@@ -36,10 +36,12 @@ from sidecar.meetings import (
     appointment_window,
     build_event_body,
     classify,
+    conference_request_id,
     event_id_for,
     extract_meet,
     fingerprint,
     is_valid_mapping_row,
+    site_key_for,
     time_patch,
 )
 from sidecar.state import Item
@@ -118,10 +120,12 @@ class OutboundSync:
         self.batch_size = batch_size
         self.rng = rng or random.Random()
         names = runtime.names
-        from sidecar.meetings import site_key_for
-
-        self.site_key = site_key_for(runtime.site_url or "localhost", names.blog_id,
-                                     names.base_prefix)
+        # Event ids derive from the site key; it is fixed at first start so that a later move
+        # of the site (new domain, https) cannot change the ids of existing meetings.
+        self.site_key = self.state.get_or_create_cursor(
+            "site_key",
+            lambda: site_key_for(runtime.site_url or "localhost", names.blog_id,
+                                 names.base_prefix))
         sync = self.settings.sync
         self.body_extra = "|".join(
             (sync.summary_template, sync.description_template, sync.attendees))
@@ -531,8 +535,6 @@ class OutboundSync:
 
     def _new_conference(self, cal: g.CalendarClient, event: dict[str, Any],
                         attempt: int) -> dict[str, Any]:
-        from sidecar.meetings import conference_request_id
-
         body = {"conferenceData": {"createRequest": {
             "requestId": conference_request_id(event["id"], attempt),
             "conferenceSolutionKey": {"type": "hangoutsMeet"},
