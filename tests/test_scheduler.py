@@ -144,7 +144,7 @@ def test_real_scheduler_starts_processes_and_stops(world, sched):
         while meet_url(world, booking.id) is None and systime.monotonic() < deadline:
             systime.sleep(0.05)
         assert meet_url(world, booking.id) is not None
-        assert {"scan", "drain", "reconcile"} <= set(sched.last_ok)
+        assert sched.last_ok and not sched.last_error
     finally:
         sched.stop()
     assert not sched.running
