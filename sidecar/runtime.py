@@ -15,7 +15,6 @@ thread. Other parts extend it through two hooks instead of new fields:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +51,8 @@ class Runtime:
     nonces: NonceStore
     site_url: str
     #: ``google_factory(doctor_id)`` → a ``sidecar.google_api.CalendarClient`` for that doctor;
-    #: ``build_runtime`` sets a lazy default, ``sidecar.services.attach_google`` may replace it
-    #: (and then fills ``google_api`` and ``credentials`` with the shared parts it built).
+    #: set by ``sidecar.services.attach_google`` (``build_runtime`` calls it; tests may call it
+    #: again with their own retry policy), which also fills ``google_api`` and ``credentials``.
     google_factory: Callable[[int], Any] | None = None
     google_api: Any = None  # sidecar.google_api.GoogleApi, when attached
     credentials: Any = None  # sidecar.accounts.CredentialsProvider, when attached
@@ -129,34 +128,12 @@ def _cookie_validator(settings: Settings, engine: sa.Engine, schema: SiteSchema,
     return wp_auth.CookieValidator(engine, schema, keys, cookie_hash, clock)
 
 
-def _google_factory(settings: Settings, engine: sa.Engine, account_store: Any, clock: Clock,
-                    metrics: Metrics) -> Callable[[int], Any]:
-    """``factory(doctor_id)`` → a ``CalendarClient`` whose credentials come from the doctor's
-    stored tokens. The Google service (bundled discovery document) and the credentials provider
-    are built once, on first use, and shared by every doctor."""
-    guard = threading.Lock()
-    parts: dict[str, Any] = {}
-
-    def factory(doctor_id: int) -> Any:
-        with guard:
-            if not parts:
-                from sidecar.accounts import CredentialsProvider
-                from sidecar.google_api import GoogleApi
-
-                parts["api"] = GoogleApi.from_settings(settings, clock=clock,
-                                                       app_metrics=metrics)
-                parts["credentials"] = CredentialsProvider(engine, account_store, settings,
-                                                           clock=clock)
-        return parts["api"].calendar(parts["credentials"].for_doctor(int(doctor_id)))
-
-    return factory
-
-
 def build_runtime(settings: Settings, clock: Clock | None = None, *,
                   engine: sa.Engine | None = None, metrics: Metrics | None = None) -> Runtime:
     """Everything but threads. ``ConfigError`` when a required key is missing."""
     from sidecar import accounts, state
     from sidecar.db import create_engine
+    from sidecar.services import attach_google
 
     settings.require("database.url", "sidecar.secret_key")
     clock = clock or SystemClock()
@@ -175,10 +152,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
         metrics=metrics,
         cookies=_cookie_validator(settings, engine, schema, clock),
         accounts=account_store,
-        google_factory=_google_factory(settings, engine, account_store, clock, metrics),
         state=state_store, signer=Signer(settings.sidecar.secret_key), nonces=nonces,
         site_url=site_url,
     )
     runtime.add_readiness("database", _database_check(engine))
     runtime.add_readiness("schema", _schema_check(schema))
+    attach_google(runtime)
     return runtime
