@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from sidecar.web import security, views_connect, views_ops, views_pages
+from sidecar.web import security, views_connect, views_ops, views_pages, webhook
 from sidecar.web.connect_flow import FlowError
 from sidecar.web.pages import PageError, error_response, message_page
 
@@ -61,6 +61,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(views_connect.bp)
     app.register_blueprint(views_pages.bp)
     app.register_blueprint(views_ops.bp)
+    app.register_blueprint(webhook.bp)
     app.add_url_rule("/assets/app.css", "app_css", _app_css)
     app.add_url_rule("/", "index", _index)
     _register_error_handlers(app)
