@@ -259,7 +259,9 @@ def _problem(info: Any) -> str | None:
         return None
     if info.last_error:
         return str(info.last_error)
-    if info.status == "not_connected" and info.status_reason not in (None, "disconnected"):
+    # accounts records a revoked grant as "needs_reconnect" (older rows: "not_connected")
+    if info.status in ("not_connected", "needs_reconnect") and \
+            info.status_reason not in (None, "disconnected"):
         return str(info.status_reason)
     return None
 
