@@ -168,3 +168,91 @@ def make_world(url: str, clock: FakeClock, *, sync: SyncSettings | None = None,
 @pytest.fixture
 def world(sync_db: str, clock: FakeClock) -> Iterator[SyncWorld]:
     yield from make_world(sync_db, clock)
+
+
+# =============================================================================================
+# Inbound sync: the same clinic with its sidecar web app served over HTTP, so the emulator
+# delivers real push notifications to POST /webhook/google. One per test module (building a
+# clinic costs seconds); tests keep apart by using doctors of their own.
+# =============================================================================================
+
+
+@dataclass
+class PushWorld:
+    world: SyncWorld
+    web: Any  # sidecar.emulator.server.RunningServer serving the sidecar's Flask app
+    app: Any
+    channels: Any  # sidecar.sync.channels.ChannelManager (also runtime.stop_channels)
+    inbound: Any  # sidecar.sync.inbound.InboundSync
+    worker: Any  # sidecar.sync.inbound.InboundWorker installed in the app (not started)
+
+    @property
+    def webhook_url(self) -> str:
+        return self.web.url + "/webhook/google"
+
+    def deliver(self) -> list[dict[str, Any]]:
+        """Deliver every queued push notification over HTTP; the deliveries made."""
+        before = len(self.world.google.push.deliveries)
+        self.world.google.deliver_pending()
+        return self.world.google.push.deliveries[before:]
+
+    def new_worker(self, *, start: bool = False, min_interval: float = 1.0) -> Any:
+        """A fresh worker for the app's webhook (the previous one is closed)."""
+        from sidecar.sync.inbound import InboundWorker
+        from sidecar.web.webhook import install_worker
+
+        self.worker.close()
+        worker = InboundWorker(self.inbound, min_interval=min_interval)
+        self.worker = install_worker(self.app, worker.start() if start else worker)
+        return self.worker
+
+    def with_policy(self, **sync_values: Any) -> Any:
+        """Run with other ``[sync]`` settings; returns an InboundSync that reads them. The
+        caller restores with :meth:`restore_settings`."""
+        import dataclasses
+
+        from sidecar.sync.inbound import InboundSync
+
+        rt = self.world.runtime
+        self._saved_settings = getattr(self, "_saved_settings", None) or rt.settings
+        rt.settings = dataclasses.replace(
+            rt.settings, sync=dataclasses.replace(rt.settings.sync, **sync_values))
+        return InboundSync(rt, channels=self.channels)
+
+    def restore_settings(self) -> None:
+        saved = getattr(self, "_saved_settings", None)
+        if saved is not None:
+            self.world.runtime.settings = saved
+            self._saved_settings = None
+
+
+def make_push_world(url: str, clock: FakeClock) -> Iterator[PushWorld]:
+    from sidecar.sync import channels
+    from sidecar.sync.inbound import InboundSync, InboundWorker
+    from sidecar.web import create_app
+    from sidecar.web.webhook import install_worker
+
+    worlds = make_world(url, clock)
+    world = next(worlds)
+    app = create_app(world.runtime)
+    web = run_in_thread(app)
+    try:
+        manager = channels.install(world.runtime, address=web.url + "/webhook/google")
+        inbound = InboundSync(world.runtime, channels=manager)
+        worker = install_worker(app, InboundWorker(inbound))
+        push = PushWorld(world, web, app, manager, inbound, worker)
+        yield push
+        push.worker.close()
+        push.restore_settings()
+    finally:
+        web.stop()
+        worlds.close()
+
+
+@pytest.fixture(scope="module")
+def push(new_mysql_database: Callable[[], str]) -> Iterator[PushWorld]:
+    url = new_mysql_database()
+    engine = create_engine(url)
+    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
+    engine.dispose()
+    yield from make_push_world(url, FakeClock())
