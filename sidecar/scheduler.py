@@ -11,8 +11,8 @@ replica scans the others skip that run instead of queueing behind it. Stopping f
 batch in flight (``shutdown(wait=True)``); an item abandoned by a killed process is safe because
 its lease runs out and another worker picks it up.
 
-Inbound sync (``sidecar.sync.inbound``) is optional: its jobs are added when that module is
-importable and offers them (see :func:`inbound_jobs`).
+Inbound sync's jobs (``sidecar.sync.inbound.scheduler_jobs``: due doctors, the polling fallback,
+push-channel upkeep) are added when that module is importable (see :func:`inbound_jobs`).
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class SyncScheduler:
         self._started_at: datetime | None = None
         self.last_ok: dict[str, datetime] = {}
         self.last_error: dict[str, str] = {}
+        self.inbound_results: dict[str, Any] = {}
         runtime.add_readiness("scheduler", self.readiness)
 
     # ------------------------------------------------------------------ the jobs
@@ -168,17 +169,23 @@ class SyncScheduler:
         self.outbound.update_queue_metrics()
 
     def run_cycle(self) -> CycleResult:
-        """One full cycle, as ``kc-sidecar sync-once`` runs it: scan, reconcile, process,
-        inbound jobs, metrics. Skipped steps (lock held elsewhere) add nothing."""
+        """One full cycle, as ``kc-sidecar sync-once`` runs it: the inbound jobs (changes made
+        in Google), then scan, reconcile and processing, then metrics. Skipped steps (lock held
+        elsewhere) add nothing; inbound failures count as failures. Each inbound job's own
+        result is kept in :attr:`inbound_results`."""
         total = CycleResult()
-        for step in (self.scan, self.reconcile):
-            got = step()
-            if got is not None:
-                total.merge(got)
         for job in self.extra_jobs:
             got = job.func()
             if isinstance(got, CycleResult):
                 total.merge(got)
+                continue
+            self.inbound_results[job.name] = got
+            total.failed += int(getattr(got, "failed", 0) or 0)
+            total.errors.extend(str(e) for e in (getattr(got, "errors", None) or []))
+        for step in (self.scan, self.reconcile):
+            result = step()
+            if result is not None:
+                total.merge(result)
         self.metrics()
         return total
 

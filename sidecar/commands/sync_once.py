@@ -23,12 +23,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     runtime = build_runtime(settings)
     try:
-        result = SyncScheduler(runtime).run_cycle()
+        scheduler = SyncScheduler(runtime)
+        result = scheduler.run_cycle()
     finally:
         runtime.engine.dispose()
-    print(f"sync-once: scanned {result.scanned}, queued {result.queued}, "
-          f"created {result.created}, updated {result.updated}, deleted {result.deleted}, "
-          f"failed {result.failed}, retrying {result.retried}, "
+    inbound = sum(int(getattr(r, "syncs", 0) or 0) for r in scheduler.inbound_results.values())
+    print(f"sync-once: inbound calendar syncs {inbound}, scanned {result.scanned}, "
+          f"queued {result.queued}, created {result.created}, updated {result.updated}, "
+          f"deleted {result.deleted}, failed {result.failed}, retrying {result.retried}, "
           f"waiting for reconnect {result.waiting} ({time.monotonic() - started:.1f} s)")
     for error in result.errors:
         print(f"  {error}", file=sys.stderr)
