@@ -1,0 +1,1 @@
+"""Benchmarks of the sidecar against MariaDB and the Google emulator; entry point ``bench.run``."""

@@ -1,0 +1,51 @@
+"""Resident memory of the sidecar process while it processes many appointments.
+
+Rounds of ``per_round`` new telemedicine bookings (bulk-inserted, as PHP would over time) are
+scanned and drained (one Google insert with Meet each, no injected latency); the process RSS is
+sampled after every round. The first round is the warm-up (imports, pools, caches); "growth" is
+the RSS change from the end of round 1 to the end of the last round.
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.data import bulk_book, spread
+from bench.env import EmulatorProcess, make_clinic, rss_mb, scratch_database
+
+
+def run(*, total: int, rounds: int, doctors: int, workers: int) -> dict[str, Any]:
+    per_round = max(1, total // rounds)
+    with scratch_database() as url, EmulatorProcess(latency=0.0, quota=10**9) as emu:
+        clinic = make_clinic(url, emu.url, doctors=doctors, max_workers=workers,
+                             pool_size=min(workers, 60) + 5)
+        try:
+            ob = clinic.outbound
+            ob.scan_new()
+            samples: list[float] = []
+            processed = 0
+            first_day = datetime.now(UTC).date() + timedelta(days=2)
+            for r in range(rounds):
+                bulk_book(clinic.engine, clinic.runtime.schema,
+                          spread(clinic.doctors, per_round, first_day + timedelta(days=r), 1),
+                          clinic_id=clinic.clinic_id, patient_id=clinic.patient_id)
+                while True:
+                    ob.scan_new()
+                    res = ob.process_due()
+                    processed += res.created
+                    if res.processed == 0:
+                        break
+                emu.clear_requests()  # the emulator's log is its memory, not ours
+                gc.collect()
+                samples.append(round(rss_mb(), 1))
+            warm = samples[0]
+            return {
+                "appointments": processed, "rounds": rounds, "rss_mb": samples,
+                "rss_after_warmup_mb": warm, "rss_final_mb": samples[-1],
+                "rss_max_mb": max(samples),
+                "growth_after_warmup_mb": round(samples[-1] - warm, 1),
+            }
+        finally:
+            clinic.close()
