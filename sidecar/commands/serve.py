@@ -56,8 +56,21 @@ class Service:
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop(wait=True)
+        if self.app is not None:
+            close_background_workers(self.app)
         if self.runtime is not None:
             self.runtime.engine.dispose()
+
+
+def close_background_workers(app: Any, timeout: float = 5.0) -> None:
+    """Stop the web app's own background work (the webhook's inbound worker), if started."""
+    try:
+        from sidecar.web.webhook import EXTENSION
+    except ImportError:
+        return
+    worker = app.extensions.get(EXTENSION)
+    if worker is not None:
+        worker.close(timeout)
 
 
 def preflight(settings: Settings) -> None:
