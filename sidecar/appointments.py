@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sidecar.meetings import Appointment
+from sidecar.meetings import Appointment, fingerprint
 from sidecar.timezones import ResolvedZone, resolve_site_zone, resolve_zone
 from wp_schema.meta import Options, UserMeta
 from wp_schema.reflect import SiteSchema
@@ -39,6 +39,13 @@ class MappingRow:
     event_id: str
     url: str
     event_url: str | None
+
+
+def facts_fingerprint(facts: AppointmentFacts, sync: Any) -> str:
+    """The fingerprint stored per item: appointment fields plus the ``[sync]`` settings that
+    shape the event body (templates, attendee policy), so changing those re-syncs events."""
+    extra = "|".join((sync.summary_template, sync.description_template, sync.attendees))
+    return fingerprint(facts.appointment, facts.zone.label, facts.telemed, extra=extra)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:

@@ -134,6 +134,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
     from sidecar import accounts, state
     from sidecar.db import create_engine
     from sidecar.services import attach_google
+    from sidecar.sync import channels
 
     settings.require("database.url", "sidecar.secret_key")
     clock = clock or SystemClock()
@@ -158,4 +159,5 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
     runtime.add_readiness("database", _database_check(engine))
     runtime.add_readiness("schema", _schema_check(schema))
     attach_google(runtime)
+    channels.install(runtime)  # disconnect stops the doctor's push channels
     return runtime

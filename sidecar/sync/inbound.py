@@ -46,14 +46,18 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from sidecar import google_api as g
-from sidecar.appointments import AppointmentFacts, AppointmentReader, MappingRow
+from sidecar.appointments import (
+    AppointmentFacts,
+    AppointmentReader,
+    MappingRow,
+    facts_fingerprint,
+)
 from sidecar.db import LockTimeout, named_lock
 from sidecar.meetings import (
     AppointmentDataError,
     appointment_window,
     classify,
     extract_meet,
-    fingerprint,
     is_valid_mapping_row,
     is_valid_url,
 )
@@ -224,9 +228,6 @@ class InboundSync:
         self.channels = channels or ChannelManager(runtime, calendar_for)
         self.page_size = page_size
         self.lock_timeout = lock_timeout
-        sync = self.settings.sync
-        self.body_extra = "|".join(
-            (sync.summary_template, sync.description_template, sync.attendees))
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -448,7 +449,7 @@ class InboundSync:
                 self._apply(action, doctor_id, event, f, items.get(appt_id), result)
 
     def _fingerprint(self, f: AppointmentFacts) -> str:
-        return fingerprint(f.appointment, f.zone.label, f.telemed, extra=self.body_extra)
+        return facts_fingerprint(f, self.settings.sync)
 
     def _apply(self, action: Action, doctor_id: int, event: dict[str, Any],
                facts: AppointmentFacts | None, item: Item | None,

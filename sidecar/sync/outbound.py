@@ -30,7 +30,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from sidecar import google_api as g
-from sidecar.appointments import AppointmentFacts, AppointmentReader, MappingRow
+from sidecar.appointments import (
+    AppointmentFacts,
+    AppointmentReader,
+    MappingRow,
+    facts_fingerprint,
+)
 from sidecar.meetings import (
     AppointmentDataError,
     appointment_window,
@@ -39,7 +44,6 @@ from sidecar.meetings import (
     conference_request_id,
     event_id_for,
     extract_meet,
-    fingerprint,
     is_valid_mapping_row,
     site_key_for,
     time_patch,
@@ -126,9 +130,6 @@ class OutboundSync:
             "site_key",
             lambda: site_key_for(runtime.site_url or "localhost", names.blog_id,
                                  names.base_prefix))
-        sync = self.settings.sync
-        self.body_extra = "|".join(
-            (sync.summary_template, sync.description_template, sync.attendees))
 
     # ------------------------------------------------------------------ noticing changes
     def now(self) -> datetime:
@@ -228,7 +229,7 @@ class OutboundSync:
                    for d in doctors if statuses.get(d) == "connected")
 
     def _fingerprint(self, f: AppointmentFacts) -> str:
-        return fingerprint(f.appointment, f.zone.label, f.telemed, extra=self.body_extra)
+        return facts_fingerprint(f, self.settings.sync)
 
     # ------------------------------------------------------------------ doing the work
     def process_due(self, limit: int | None = None) -> CycleResult:

@@ -226,7 +226,7 @@ def test_bad_input_gets_precise_4xx(clinic: Clinic) -> None:
         (doc.get(clinic.url("/disconnect")), 405, "not allowed"),
         (doc.get(clinic.url("/nope")), 404, "not found"),
         (doc.get(clinic.url("/invite/not-a-token")), 400, "malformed"),
-        (doc.post(clinic.url("/webhook/google")), 404, "not found"),
+        (doc.post(clinic.url("/webhook/google")), 400, "missing x-goog"),
     ]
     for answer, status, words in cases:
         assert answer.status_code == status, (answer.url[:80], answer.text[:300])
