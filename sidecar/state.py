@@ -112,6 +112,10 @@ class StateTables:
             sa.Column("requeued", sa.Integer, nullable=False, server_default="0"),
             sa.Column("created_at", _TS, nullable=True),
             sa.Column("updated_at", _TS, nullable=True),
+            # Digest of the appointment's own rows, computed by the database, as last seen by a
+            # reconcile that found the fingerprint unchanged (see AppointmentReader.source_hash):
+            # lets a reconcile skip unchanged appointments without loading them.
+            sa.Column("source_hash", sa.String(32), nullable=True),
             sa.Index(f"ix_{name('items')}_due", "state", "next_attempt_at"),
             sa.Index(f"ix_{name('items')}_doctor", "doctor_id"),
             sa.Index(f"ix_{name('items')}_event", "event_id"),
@@ -177,9 +181,19 @@ def _m1_initial(conn: sa.Connection, tables: StateTables) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _m2_source_hash(conn: sa.Connection, tables: StateTables) -> None:
+    """``items.source_hash`` (tables made by migration 1 before the column existed)."""
+    name = tables.items.name
+    if "source_hash" in {c["name"] for c in sa.inspect(conn).get_columns(name)}:
+        return
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN source_hash VARCHAR(32) NULL")
+
+
 # Append only; never edit an applied migration. Each must be idempotent (see module docstring).
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "initial tables", _m1_initial),
+    (2, "items.source_hash", _m2_source_hash),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -420,6 +434,42 @@ class StateStore:
                 )
             )
             return result.rowcount == 1
+
+    def ensure_items(
+        self,
+        pairs: Iterable[tuple[int, int]],
+        *,
+        now: datetime | None = None,
+        conn: sa.Connection | None = None,
+    ) -> int:
+        """:meth:`ensure_item` for many ``(appointment_id, doctor_id)`` pairs in one statement
+        per 500; returns how many were new."""
+        rows = list(pairs)
+        if not rows:
+            return 0
+        stamp = self._now(now)
+        created = 0
+        with self._tx(conn) as c:
+            for start in range(0, len(rows), 500):
+                created += c.execute(self._insert_ignore(self.tables.items), [
+                    {"appointment_id": a, "doctor_id": d, "state": "pending",
+                     "next_attempt_at": stamp, "created_at": stamp, "updated_at": stamp}
+                    for a, d in rows[start : start + 500]]).rowcount
+        return created
+
+    def set_source_hashes(
+        self, hashes: dict[int, str], *, conn: sa.Connection | None = None
+    ) -> None:
+        """Remember the source digest a reconcile verified for each appointment."""
+        if not hashes:
+            return
+        t = self.tables.items
+        with self._tx(conn) as c:
+            c.execute(
+                sa.update(t).where(t.c.appointment_id == sa.bindparam("_id"))
+                .values(source_hash=sa.bindparam("_hash")),
+                [{"_id": a, "_hash": h} for a, h in hashes.items()],
+            )
 
     def upsert_item(
         self,
