@@ -4,6 +4,7 @@ telemedicine appointment within 10 s."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
@@ -177,6 +178,7 @@ def test_demo_first_run_then_a_resumed_run_as_a_process(tmp_path):
     db = folder / "wordpress.db"
     secrets_file = folder / "secrets.json"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # it holds the OAuth tokens
     rows = _meet_rows(db)
     assert set(rows) == set(site.telemed_appointments)  # nothing for in-person or unconnected
     assert all(len(urls) == 1 and urls[0].startswith("https://meet.google.com/")
@@ -197,10 +199,8 @@ def test_demo_first_run_then_a_resumed_run_as_a_process(tmp_path):
         while not any(line.startswith("Press Ctrl-C") for line in seen):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "".join(seen)
-            try:
+            with contextlib.suppress(queue.Empty):
                 seen.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                pass
         text = "".join(seen)
         assert "resumed" in text
         [timing] = [line for line in seen if "first Meet link after" in line]
