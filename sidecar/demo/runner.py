@@ -21,6 +21,7 @@ import errno
 import hmac
 import http.cookies
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -135,6 +136,9 @@ class Demo:
         directory = opts.directory.resolve()
         secret = keys.load_or_create(directory)
         db_path = directory / "wordpress.db"
+        # The database holds the doctor's OAuth tokens: owner-only, like the secrets file.
+        os.close(os.open(db_path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(db_path, 0o600)
         try:
             self._start(secret, db_path, started_at)
         except BaseException:
