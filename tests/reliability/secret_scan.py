@@ -27,10 +27,11 @@ import re
 import threading
 from pathlib import Path
 
-from sidecar.logs import QUIET_LOGGERS, extra_keys
+from sidecar.logs import QUIET_LOGGERS, extra_keys, redact
 
 EMULATOR_SHAPES = re.compile(r"(?:ya29\.emu-|1//emu-|4/emu-)[A-Za-z0-9_\-]{16,}")
 MIN_VALUE_LENGTH = 8
+ACCESS_LOGGERS = frozenset({"werkzeug"})
 
 
 class LogTap(logging.Handler):
@@ -53,6 +54,10 @@ class LogTap(logging.Handler):
             text += "\n" + record.exc_text
         for key in extra_keys(record):
             text += f" {key}={record.__dict__.get(key)!r}"
+        if record.name in ACCESS_LOGGERS:
+            # The development server's access log (tests and the demo; ``serve`` runs gunicorn
+            # with the access log off): judged on what the production redactor lets through.
+            text = redact(text)
         with self._guard:
             self.lines.append((record.name, text))
 
