@@ -182,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("--testing", action="store_true", help="enable the control API")
 
-    sub.add_parser("demo", help="the embedded demo (SQLite + emulator + sidecar)")
+    from sidecar.commands.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(
+        sub.add_parser("demo", help="the embedded demo (SQLite + emulator + sidecar)"))
     return parser
 
 

@@ -361,9 +361,13 @@ class InboundSync:
             result.full_syncs += 1
         try:
             next_token = self._pass(cal, doctor_id, token, result)
-        except g.SyncTokenExpired:
-            log.info("doctor %s: sync token expired; full resync from %s", doctor_id,
-                     rfc3339(self.now() - FULL_SYNC_LOOKBACK))
+        except (g.SyncTokenExpired, g.Permanent) as err:
+            # 410 is Google's documented answer; a 400 naming a token we stored (e.g. from an
+            # account that was reset) is just as unusable: both mean "list everything again".
+            if isinstance(err, g.Permanent) and (token is None or err.status != 400):
+                raise
+            log.info("doctor %s: sync token unusable (%s); full resync from %s", doctor_id,
+                     err.status, rfc3339(self.now() - FULL_SYNC_LOOKBACK))
             self.state.set_sync_token(doctor_id, None, now=self.now())
             result.full_syncs += 1
             next_token = self._pass(cal, doctor_id, None, result)

@@ -41,6 +41,10 @@ class MappingWriter:
             mapping_row_values(appointment_id, event, now=now, site_zone=site_zone),
             self.table.c.keys(),
         )
+        if isinstance(values.get("created_at"), str):
+            # PHP's current_time('mysql') text; a datetime binds the same on MariaDB and also
+            # on SQLite, whose DATETIME type refuses strings.
+            values["created_at"] = datetime.strptime(values["created_at"], "%Y-%m-%d %H:%M:%S")
         t = self.table
         rows = conn.execute(
             sa.select(t.c.id, t.c.event_id).where(t.c.appointment_id == appointment_id)

@@ -449,6 +449,9 @@ class OutboundSync:
                 # Gone in Google while KiviCare still wants it: a new event, new id version.
                 self.state.log_event("recreate", appointment_id=appt.id, doctor_id=doctor_id,
                                      event_id=event_id, detail="event missing in Google")
+                # The row points at a dead event: drop it, or it would be adopted again.
+                with self.engine.begin() as conn:
+                    self.mappings.delete_for(conn, appt.id)
                 raise _Reschedule(0, "pending", event_id=None, event_version=version + 1,
                                   calendar_doctor_id=None)
             if claim.fingerprint != fp or not self._times_match(event, facts):

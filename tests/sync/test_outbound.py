@@ -206,3 +206,20 @@ def test_pending_conference_is_polled_until_the_link_exists(sync_db, clock):
         [row] = w.mapping(booking.id)
         assert row["url"].startswith("https://meet.google.com/")
         assert len(w.calls("events.insert")) == 1
+
+
+def test_php_row_pointing_at_a_deleted_event_is_replaced_once(world):
+    """A PHP-written row whose event was deleted in Google: one new event, one row, no loop."""
+    doctor, service, email = world.doctor()
+    dead = world.google.user_create_event(email, {
+        "summary": "old", "start": {"dateTime": "2026-12-01T10:00:00+01:00"},
+        "end": {"dateTime": "2026-12-01T10:30:00+01:00"}})
+    world.google.user_delete_event(email, dead["id"])
+    booking = world.book(doctor, service)
+    with world.engine.begin() as conn:
+        world.kc.php_mapping_row(conn, booking.id, dead["id"], "https://meet.google.com/old-link-abc")
+    world.settle()
+    [event] = live(world.events(email))
+    [row] = world.mapping(booking.id)
+    assert row["event_id"] == event["id"] != dead["id"]
+    assert world.runtime.state.get_item(booking.id).event_version == 1
