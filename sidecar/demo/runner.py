@@ -200,7 +200,6 @@ class Demo:
                               upcoming_days=upcoming),
         )
         self.runtime = runtime = build_runtime(settings, engine=engine)
-        _accept_php_datetime_strings(runtime.schema)
         self.scheduler = SyncScheduler(runtime)
         self._flask = create_app(runtime)
         dispatcher.app = _DemoLogin(self._flask, self)
@@ -361,15 +360,6 @@ class Demo:
         self._servers.clear()
         if self.runtime is not None:
             self.runtime.engine.dispose()
-
-
-def _accept_php_datetime_strings(schema: Any) -> None:
-    """The mapping row's ``created_at`` is written as PHP's ``'Y-m-d H:i:s'`` string (MySQL
-    takes it); SQLAlchemy's SQLite DATETIME type only binds datetime objects. SQLite stores
-    DATETIME values as text anyway, so the demo binds that column as text."""
-    table = schema.meet_mappings
-    if table is not None and "created_at" in table.c:
-        table.c.created_at.type = sa.String()
 
 
 def run_demo(options: DemoOptions, out: TextIO | None = None, *, verbose: bool = False) -> int:
