@@ -120,6 +120,23 @@ class CalendarStore:
             raise errors.not_found()
         return cal
 
+    def metadata(self, email: str, calendar_id: str) -> dict[str, Any]:
+        """``calendars.get``: the calendar resource. The primary calendar's id is the account
+        e-mail (Google answers ``primary`` with the real id, which is how an app learns the
+        address with a calendar scope alone); ``dataOwner`` is set for secondary calendars."""
+        cal = self.calendar(email, calendar_id)
+        out: dict[str, Any] = {
+            "kind": "calendar#calendar",
+            "etag": f'"{cal.token_key}"',  # metadata never changes here
+            "id": cal.id,
+            "summary": cal.id,
+            "timeZone": "UTC",
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }
+        if cal.id != cal.owner:
+            out["dataOwner"] = cal.owner
+        return out
+
     def _event(self, cal: Calendar, event_id: str) -> StoredEvent:
         stored = cal.events.get(event_id)
         if stored is None:

@@ -1,4 +1,5 @@
-"""Calendar v3 over HTTP: ``/calendar/v3/calendars/{calendarId}/events...`` and ``channels/stop``.
+"""Calendar v3 over HTTP: ``/calendar/v3/calendars/{calendarId}`` (get),
+``/calendar/v3/calendars/{calendarId}/events...`` and ``channels/stop``.
 
 Each call runs the same pipeline, in Google's order: injected latency → access token (401) →
 scope (403) → query parameters (400) → per-user quota (403 userRateLimitExceeded) → injected
@@ -105,6 +106,12 @@ def _run(method_id: str, operation: Callable[[AccessToken, dict[str, Any], Any],
             return resp
         finally:
             state.log_request(entry)
+
+
+@bp.get("/calendars/<calendar_id>")
+def calendar_get(calendar_id: str) -> Response:
+    cal = _state().calendar
+    return _run("calendar.calendars.get", lambda t, p, b: cal.metadata(t.email, calendar_id))
 
 
 @bp.route("/calendars/<calendar_id>/events", methods=["GET", "POST"])
