@@ -13,7 +13,8 @@ Owns:
 * ``CalendarClient``: the Calendar calls for one doctor. Credentials come from an injected
   ``CredentialSource`` (``sidecar.accounts.DoctorAuth``), which alone reads, refreshes and stores
   tokens. The transport never refreshes by itself: a 401 asks the source for a fresh token once;
-  a second 401 means the grant is gone (``AuthRevoked``).
+  a second 401 means the grant is gone (``AuthRevoked``). ``FreshGrant`` is the source for a token
+  just obtained in the OAuth callback and not stored yet (it never refreshes).
 
 Tokens and Authorization headers are never logged or put into error messages.
 """
@@ -308,6 +309,38 @@ class CredentialSource(Protocol):
         ...
 
 
+class FreshGrant:
+    """A ``CredentialSource`` for an access token that was just obtained and is not stored yet
+    (the OAuth callback reading the account's e-mail before saving the connection).
+
+    It cannot refresh: a 401 is ``AuthRevoked`` at once. It records nothing on ``revoked``,
+    since no stored connection exists to mark.
+    """
+
+    def __init__(self, doctor_id: int, access_token: str) -> None:
+        self._doctor_id = doctor_id
+        self._token = access_token
+
+    def __repr__(self) -> str:
+        return f"FreshGrant(doctor_id={self._doctor_id})"
+
+    @property
+    def doctor_id(self) -> int:
+        return self._doctor_id
+
+    def credentials(self) -> Credentials:
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(token=self._token)
+
+    def refresh_after_unauthorized(self, rejected_token: str | None) -> Credentials:
+        raise AuthRevoked("Google rejected the access token it has just issued",
+                          status=401, reason="authError")
+
+    def revoked(self, reason: str) -> None:
+        return None
+
+
 #: called once per HTTP exchange with (API method, HTTP status or "network")
 MetricsHook = Callable[[str, "int | str"], None]
 
@@ -391,8 +424,11 @@ class GoogleApi:
         """Forget this thread's ``Http`` (after a broken connection); the next call makes one."""
         self._local.http = None
 
-    def calendar(self, auth: CredentialSource) -> CalendarClient:
-        return CalendarClient(self, auth)
+    def calendar(self, auth: CredentialSource, *, retry: RetryPolicy | None = None
+                 ) -> CalendarClient:
+        """A client for one doctor; ``retry`` overrides the process-wide policy (e.g. a single
+        attempt for a best-effort call made while a browser waits)."""
+        return CalendarClient(self, auth, retry=retry)
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,9 +441,11 @@ RequestFactory = Callable[[discovery.Resource], Any]
 class CalendarClient:
     """Calendar v3 calls on behalf of one doctor; every method returns Google's raw dicts."""
 
-    def __init__(self, api: GoogleApi, auth: CredentialSource) -> None:
+    def __init__(self, api: GoogleApi, auth: CredentialSource, *,
+                 retry: RetryPolicy | None = None) -> None:
         self._api = api
         self._auth = auth
+        self._retry = retry or api.retry
 
     @property
     def doctor_id(self) -> int:
@@ -416,7 +454,7 @@ class CalendarClient:
     # -- the one execution path --------------------------------------------------------------
 
     def _call(self, method: str, build: RequestFactory) -> Any:
-        return self._api.retry.run(lambda: self._attempt(method, build),
+        return self._retry.run(lambda: self._attempt(method, build),
                                    what=f"{method} (doctor {self.doctor_id})")
 
     def _attempt(self, method: str, build: RequestFactory) -> Any:
@@ -462,6 +500,11 @@ class CalendarClient:
         return result
 
     # -- API methods ---------------------------------------------------------------------------
+
+    def get_calendar(self, calendar_id: str = "primary") -> dict[str, Any]:
+        """``calendars.get``: the calendar's metadata. For ``primary`` Google answers with the
+        calendar's real id, which is the account's e-mail address."""
+        return self._call("calendars.get", lambda s: s.calendars().get(calendarId=calendar_id))
 
     def insert_event(self, calendar_id: str, body: dict[str, Any], conference: bool = True,
                      send_updates: str | None = None) -> dict[str, Any]:

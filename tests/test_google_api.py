@@ -38,6 +38,7 @@ from sidecar.google_api import (
     AuthRevoked,
     CalendarClient,
     Duplicate,
+    FreshGrant,
     Gone,
     GoogleApi,
     NotFound,
@@ -510,3 +511,39 @@ def test_nothing_logged_contains_a_token(world: World, caplog: pytest.LogCapture
                    "channel-secret-value", CLIENT_SECRET):
         assert secret and secret not in text
     assert "Bearer" not in text and json.dumps(first.access_token) not in text
+
+
+# --- calendars.get and a not-yet-stored grant --------------------------------------------------
+
+
+def test_primary_calendar_id_is_the_account_email(world: World) -> None:
+    cal = world.client(world.doctor("Primary.Owner@example.com"))
+    primary = cal.get_calendar()
+    assert primary["id"] == "primary.owner@example.com"
+    assert primary["kind"] == "calendar#calendar"
+    assert world.rec.calls == [("calendars.get", 200)]
+
+
+def test_a_fresh_grant_reads_its_calendar_and_never_marks_anyone(world: World) -> None:
+    """The OAuth callback asks for the account e-mail with the token it has just received;
+    a failure there must not touch any stored connection."""
+    tokens = world.grant("fresh@example.com")
+    doctor = world.doctor("stored@example.com")  # an existing connection for the same doctor
+    fresh = world.api(attempts=1).calendar(FreshGrant(doctor, tokens.access_token))
+    assert fresh.get_calendar("primary")["id"] == "fresh@example.com"
+    assert "ya29" not in repr(FreshGrant(doctor, tokens.access_token))
+
+    world.google.revoke_grant(CLIENT_ID, "fresh@example.com")
+    with pytest.raises(AuthRevoked):
+        fresh.get_calendar("primary")
+    assert [e["status"] for e in world.log("calendars.get")] == [200, 401]  # no refresh, no retry
+    with world.engine.connect() as conn:
+        assert world.store.connection_status(conn, doctor) == "connected"
+
+
+def test_a_single_attempt_policy_is_not_retried(world: World) -> None:
+    tokens = world.grant("once@example.com")
+    world.google.inject_faults("calendar.calendars.get", ["backendError"])
+    with pytest.raises(Transient):
+        world.api(attempts=1).calendar(FreshGrant(1, tokens.access_token)).get_calendar()
+    assert len(world.log("calendars.get")) == 1 and world.rec.sleeps == []
