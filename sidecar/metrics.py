@@ -17,6 +17,10 @@ from prometheus_client.exposition import choose_encoder
 
 PREFIX = "kcsc"
 
+#: ``oauth_connections{outcome}``: stored; refused at Google; invalid, expired, replayed or
+#: foreign state (or a used invite); calendar scope left unticked; anything else.
+OAUTH_OUTCOMES = ("connected", "denied", "bad_state", "scope_missing", "error")
+
 
 class Metrics:
     """All metrics of one app. Counter names get ``_total`` in the exposition.
@@ -31,6 +35,8 @@ class Metrics:
       ``bad_token``, ``sync``...).
     - ``token_refreshes`` / ``token_refresh_failures``: access-token refreshes and failures.
     - ``items_failed``: appointments whose sync failed and were parked with an error.
+    - ``oauth_connections{outcome}``: OAuth callbacks by outcome (``OAUTH_OUTCOMES``).
+    - ``disconnections``: Google connections removed (page, CLI).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -67,12 +73,23 @@ class Metrics:
             "token_refresh_failures", "Access-token refreshes that failed."
         )
         self.items_failed = counter("items_failed", "Sync items parked as failed.")
+        self.oauth_connections = counter(
+            "oauth_connections", "OAuth callbacks by outcome.", ("outcome",)
+        )
+        for outcome in OAUTH_OUTCOMES:  # every outcome shows (at 0) from the first scrape
+            self.oauth_connections.labels(outcome=outcome)
+        self.disconnections = counter("disconnections", "Google connections removed.")
 
     # Helpers that keep label values uniform across call sites.
 
     def google_call(self, method: str, status: int | str) -> None:
         """Count one Google API call; ``status`` is the HTTP status or ``"network"``."""
         self.google_calls.labels(method=method, status=str(status)).inc()
+
+    def oauth_connection(self, outcome: str) -> None:
+        """Count one OAuth callback; an unknown ``outcome`` is counted as ``error``."""
+        self.oauth_connections.labels(
+            outcome=outcome if outcome in OAUTH_OUTCOMES else "error").inc()
 
     def set_queue(self, depth: int, oldest_pending_seconds: float) -> None:
         """Record the outbound queue as last measured."""

@@ -102,3 +102,21 @@ def test_openmetrics_when_asked() -> None:
     assert content_type.startswith("application/openmetrics-text")
     families = {f.name: f for f in parse_om(body.decode())}
     assert families["kcsc_meetings_updated"].samples[0].value == 1
+
+
+def test_oauth_outcomes_and_disconnections() -> None:
+    m = Metrics()
+    before = scrape(m)
+    for outcome in ("connected", "denied", "bad_state", "scope_missing", "error"):
+        assert before[("kcsc_oauth_connections_total", (("outcome", outcome),))] == 0
+    assert before[("kcsc_disconnections_total", ())] == 0
+    m.oauth_connection("connected")
+    m.oauth_connection("scope_missing")
+    m.oauth_connection("something new")  # never a new label value from a caller's typo
+    m.disconnections.inc()
+    s = scrape(m)
+    assert s[("kcsc_oauth_connections_total", (("outcome", "connected"),))] == 1
+    assert s[("kcsc_oauth_connections_total", (("outcome", "scope_missing"),))] == 1
+    assert s[("kcsc_oauth_connections_total", (("outcome", "error"),))] == 1
+    assert len([k for k in s if k[0] == "kcsc_oauth_connections_total"]) == 5
+    assert s[("kcsc_disconnections_total", ())] == 1
