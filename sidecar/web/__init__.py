@@ -33,7 +33,12 @@ body{font-family:system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0
 h1{font-size:1.5rem}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}
 .connected{color:#176117;font-weight:600}.not_connected{color:#8a5a00;font-weight:600}
-.error{color:#a11}form{display:inline}button,.button{padding:.35rem .8rem;cursor:pointer}
+.error{color:#a11}form{display:inline}
+button,.button{display:inline-block;font:inherit;font-size:.9rem;line-height:1.2;
+padding:.35rem .8rem;cursor:pointer;border:1px solid #888;border-radius:4px;background:#f3f3f3;
+color:#222;text-decoration:none}
+button:hover,.button:hover{background:#e4e4e4}td:last-child{white-space:nowrap}
+.connected,.not_connected{white-space:nowrap}
 code{word-break:break-all}.muted{color:#666}
 """
 
