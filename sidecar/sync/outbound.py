@@ -64,6 +64,12 @@ PERMANENT_FAILURE_RETRY = timedelta(hours=6)
 CalendarFactory = Callable[[int], g.CalendarClient]
 
 
+@dataclass(frozen=True)
+class _WindowDigests:
+    context: tuple[int, ...]
+    days: dict[date, tuple[int, int]]
+
+
 @dataclass
 class CycleResult:
     """What one job run did; ``failed`` counts items parked as failed in this run."""
@@ -107,6 +113,7 @@ class OutboundSync:
         lease_seconds: float = 120.0,
         batch_size: int = 200,
         rng: random.Random | None = None,
+        full_reconcile_every: int = 60,
     ) -> None:
         self.rt = runtime
         self.settings = runtime.settings
@@ -123,6 +130,10 @@ class OutboundSync:
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.rng = rng or random.Random()
+        #: every Nth reconcile compares the whole window even when no digest changed
+        self.full_reconcile_every = full_reconcile_every
+        self._digests: _WindowDigests | None = None
+        self._reconciles = 0
         names = runtime.names
         # Event ids derive from the site key; it is fixed at first start so that a later move
         # of the site (new domain, https) cannot change the ids of existing meetings.
@@ -172,48 +183,74 @@ class OutboundSync:
         return site_today - timedelta(days=1), site_today + timedelta(
             days=self.settings.sync.upcoming_days)
 
-    def reconcile(self) -> CycleResult:
+    def reconcile(self, *, full: bool = False) -> CycleResult:
         """Make due every tracked or telemed upcoming appointment whose fingerprint changed,
-        and every tracked appointment whose row is gone; wake items of reconnected doctors."""
+        and every tracked appointment whose row is gone; wake items of reconnected doctors.
+
+        On MariaDB/MySQL the database digests each day of the window (appointment rows,
+        service links, our items' state and fingerprint) and what events take from other
+        tables (names, services, zones); only days whose digest differs from the last
+        reconcile of this process are loaded and compared. The first reconcile of a process,
+        every ``full_reconcile_every``-th, ``full=True``, a changed context digest or a
+        database without digests look at every day.
+        """
         result = CycleResult()
         now = self.now()
+        self._reconciles += 1
+        if self.full_reconcile_every > 0 and self._reconciles % self.full_reconcile_every == 0:
+            full = True
         with self.engine.connect() as conn:
             site_zone = self.reader.site_zone(conn)
             first, last = self.window(now.astimezone(site_zone.tzinfo).date())
-            ids = self.reader.ids_starting_between(conn, first, last)
+            digests: _WindowDigests | None = None
+            if self.reader.digests_supported(conn):
+                digests = _WindowDigests(
+                    self.reader.context_digest(conn),
+                    self.reader.day_digests(conn, first, last, self.state.tables.items))
+            known = self._digests
+            if full or digests is None or known is None or known.context != digests.context:
+                ids = self.reader.ids_starting_between(conn, first, last)
+            else:
+                changed = [d for d, h in digests.days.items() if known.days.get(d) != h]
+                ids = self.reader.ids_starting_on(conn, changed) if changed else []
             for start in range(0, len(ids), 1000):
                 chunk = ids[start : start + 1000]
                 facts = self.reader.load(conn, chunk)
                 items = self.state.get_items(chunk, conn=conn)
+                new: list[tuple[int, int]] = []
                 for appt_id, f in facts.items():
                     item = items.get(appt_id)
                     result.scanned += 1
                     if item is None:
                         if f.telemed:
-                            self.state.ensure_item(appt_id, f.appointment.doctor_id, now=now,
-                                                   conn=conn)
-                            result.queued += 1
+                            new.append((appt_id, f.appointment.doctor_id))
                         continue
                     if item.fingerprint != self._fingerprint(f) and item.state in (
                             "synced", "done"):
                         self.state.requeue(appt_id, now=now, conn=conn)
                         result.queued += 1
+                self.state.ensure_items(new, now=now, conn=conn)
+                result.queued += len(new)
                 conn.commit()
             result.queued += self._requeue_vanished(conn, now)
             result.queued += self._requeue_reconnected(conn, now)
             conn.commit()
+        # Remembered only after the work is committed: digests were read before the loads, so
+        # a change made in between shows up as a differing digest next time, never as a miss.
+        self._digests = digests
         return result
 
     def _requeue_vanished(self, conn: sa.Connection, now: datetime) -> int:
         t = self.state.tables.items
-        tracked = [
+        a = self.reader.appts
+        gone = [
             int(r[0]) for r in conn.execute(
-                sa.select(t.c.appointment_id).where(
-                    t.c.event_id.is_not(None), t.c.state.in_(("synced", "awaiting_conference")))
+                sa.select(t.c.appointment_id)
+                .select_from(t.outerjoin(a, a.c.id == t.c.appointment_id))
+                .where(t.c.event_id.is_not(None),
+                       t.c.state.in_(("synced", "awaiting_conference")), a.c.id.is_(None))
             )
         ]
-        existing = self.reader.existing_ids(conn, tracked)
-        gone = [a for a in tracked if a not in existing]
         for appt_id in gone:
             self.state.requeue(appt_id, now=now, state="deleting", conn=conn)
         return len(gone)
@@ -279,7 +316,8 @@ class OutboundSync:
                                **again.fields)
         except g.AuthRevoked as err:
             result.waiting += 1
-            log.warning("appointment %s waits for its doctor to reconnect: %s",
+            # Expected while a doctor is not connected; accounts logs the disconnect itself once.
+            log.info("appointment %s waits for its doctor to reconnect: %s",
                         claim.appointment_id, err, extra=extra)
             self.state.mark_waiting_reconnect(claim, now=now, error=f"{type(err).__name__}: {err}")
         except (g.RateLimited, g.Transient, g.QuotaExceeded) as err:
