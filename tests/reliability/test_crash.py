@@ -15,6 +15,8 @@ import random
 import time
 from datetime import date, timedelta
 
+import sqlalchemy as sa
+
 from sidecar.clock import SystemClock
 from tests.reliability.audit import audit
 from tests.reliability.clinic import Worker, book_clinic, report, sidecar_env
@@ -31,6 +33,14 @@ def _wait_for_requests(google, target: int, worker: Worker, timeout: float) -> N
         time.sleep(0.002)
 
 
+def leased_items(world) -> int:
+    """Items a just-killed worker held (leased, or created in Google but not yet mapped)."""
+    t = world.runtime.state.tables.items
+    with world.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
+            sa.or_(t.c.claimed_by.is_not(None), t.c.state == "creating"))).scalar() or 0)
+
+
 def test_kill_9_during_backfill_leaves_exactly_one_event_per_appointment(world_factory, log_tap):
     appointments, kills = count(150, 1000), count(3, 20)
     world = world_factory(clock=SystemClock(), request_log_limit=1_000_000)
@@ -40,13 +50,14 @@ def test_kill_9_during_backfill_leaves_exactly_one_event_per_appointment(world_f
     rng = random.Random(SEED)
     base = len(world.google.request_log)
     targets = sorted(rng.sample(range(base + 5, base + len(bookings.qualifying)), kills))
-    landed = 0
+    landed = in_flight = 0
     logs: list[tuple[str, str]] = []
     for target in targets:
         worker = Worker(env)
         _wait_for_requests(world.google, target, worker, timeout=60)
         time.sleep(rng.random() / 1000)
         landed += worker.kill()
+        in_flight += leased_items(world)
         logs.append(("runner", worker.output()))
     final = Worker(env)
     assert final.wait(timeout=count(120, 600)) == 0
@@ -58,6 +69,7 @@ def test_kill_9_during_backfill_leaves_exactly_one_event_per_appointment(world_f
     report("crash", appointments=appointments, qualifying=len(bookings.qualifying),
            kills_planned=kills, kills_landed=landed, insert_calls=len(inserts),
            adopted_after_409=sum(1 for e in inserts if e.get("status") == 409),
+           items_leased_at_kills=in_flight,
            duplicates=len(result.duplicates) + len(result.double_inserts),
            lost=len(result.lost), orphans=len(result.orphans))
     assert result.problems == [], result.summary() + "\n" + "\n".join(result.problems[:20])
