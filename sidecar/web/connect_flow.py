@@ -7,12 +7,14 @@ database or Google for connecting a doctor lives here:
   server-side), then a signed 10-minute ``state`` bound to that nonce, the doctor, the user and
   the browser's flow cookie; returns Google's authorization URL.
 * :func:`finish` — the callback: verify the state (signature, expiry, browser, user), consume the
-  nonce (single use, before anything else), exchange the code, insist on the calendar scope, and
-  store the tokens — together with consuming the invite, if any — in one transaction.
+  nonce (single use, before anything else), exchange the code, insist on the calendar scope, read
+  the account's e-mail (the primary calendar's id, with the new token; best effort), and store the
+  tokens — together with consuming the invite, if any — in one transaction. Every callback is
+  counted in ``oauth_connections{outcome}``.
 * :func:`create_invite` / :func:`open_invite` — signed single-use invite links (the CLI's
   ``connect-url`` and the admin page). An invite is consumed when the connection it started is
   stored, so a mail scanner opening the link does not burn it; its expiry still bounds it.
-* :func:`disconnect` and :func:`doctor_rows` for the pages.
+* :func:`disconnect` (counted in ``disconnections``) and :func:`doctor_rows` for the pages.
 
 Every refusal is a :class:`FlowError` carrying the HTTP status and a message for the user; no
 partial writes happen on any refusal.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sidecar import accounts, oauth, wp_auth
-from sidecar.google_api import GoogleError, OAuthError, Transient
+from sidecar.google_api import FreshGrant, GoogleError, OAuthError, RetryPolicy, Transient
 from sidecar.signing import PURPOSE_INVITE, PURPOSE_OAUTH, TokenError, fingerprint
 
 if TYPE_CHECKING:
@@ -35,17 +37,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_TTL_SECONDS = 600
+MAX_EMAIL_LENGTH = 254
 MAX_INVITE_TTL_SECONDS = 30 * 86400
 
 
 class FlowError(Exception):
-    """A refusal with the status code and a message meant for the person at the browser."""
+    """A refusal with the status code and a message meant for the person at the browser;
+    ``outcome`` is its ``oauth_connections`` label when it ends a callback."""
 
-    def __init__(self, status: int, title: str, message: str) -> None:
+    def __init__(self, status: int, title: str, message: str, *, outcome: str = "error") -> None:
         super().__init__(message)
         self.status = status
         self.title = title
         self.message = message
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -109,12 +114,26 @@ def start(rt: Runtime, *, doctor_id: int, wp_user_id: int, binding: str,
 
 
 def _bad_state(message: str) -> FlowError:
-    return FlowError(400, "This sign-in link is not valid", message)
+    return FlowError(400, "This sign-in link is not valid", message, outcome="bad_state")
 
 
 def finish(rt: Runtime, *, state: str, code: str | None, error: str | None, binding: str | None,
            user: WpUser | None) -> Connected:
     """Complete the callback. Raises FlowError for every refusal, with nothing stored."""
+    try:
+        result = _finish(rt, state=state, code=code, error=error, binding=binding, user=user)
+    except FlowError as err:
+        rt.metrics.oauth_connection(err.outcome)
+        raise
+    except Exception:
+        rt.metrics.oauth_connection("error")
+        raise
+    rt.metrics.oauth_connection("connected")
+    return result
+
+
+def _finish(rt: Runtime, *, state: str, code: str | None, error: str | None,
+            binding: str | None, user: WpUser | None) -> Connected:
     now = rt.clock.time()
     try:
         claims = rt.signer.verify(PURPOSE_OAUTH, state, now=now)
@@ -140,7 +159,8 @@ def finish(rt: Runtime, *, state: str, code: str | None, error: str | None, bind
         if error == "access_denied":
             raise FlowError(400, "Google access was not granted",
                             "You chose not to give the clinic access to your Google Calendar, "
-                            "so nothing was connected. You can start again at any time.")
+                            "so nothing was connected. You can start again at any time.",
+                            outcome="denied")
         raise FlowError(400, "Google sign-in failed",
                         f"Google reported an error ({error[:64]}); nothing was connected.")
     if not code:
@@ -154,21 +174,49 @@ def finish(rt: Runtime, *, state: str, code: str | None, error: str | None, bind
         raise FlowError(400, "Calendar access was not granted",
                         "Google connected your account but without access to Google Calendar "
                         "(the calendar box on Google's consent page was left unticked). Nothing "
-                        "was stored; please start again and allow calendar access.")
+                        "was stored; please start again and allow calendar access.",
+                        outcome="scope_missing")
+    email = account_email(rt, doctor_id, token.access_token)
     with rt.engine.begin() as conn:
         if record.invite_nonce:
             try:
                 rt.nonces.consume(conn, record.invite_nonce, PURPOSE_INVITE, now)
             except TokenError as err:
-                raise FlowError(400, "This invite link is no longer valid", str(err)) from None
+                raise FlowError(400, "This invite link is no longer valid", str(err),
+                                outcome="bad_state") from None
         try:
-            rt.accounts.store_connection(conn, doctor_id, token, now)
+            rt.accounts.store_connection(conn, doctor_id, token, now, google_email=email)
+            if email is None:  # an address from an earlier grant may name another account
+                rt.state.upsert_doctor(doctor_id, conn=conn, google_email=None)
         except accounts.NeedsReconnect as err:
             raise FlowError(400, "Google did not grant offline access",
                             f"{err} Nothing was stored; please start again.") from None
     log.info("doctor %s connected a Google account (started by user %s)", doctor_id,
              wp_user_id or "invite")
     return Connected(doctor_id=doctor_id, wp_user_id=wp_user_id, return_to=record.return_to)
+
+
+def account_email(rt: Runtime, doctor_id: int, access_token: str) -> str | None:
+    """The Google account's e-mail: the primary calendar's id, read with the token just issued
+    (a calendar scope is all we hold). Best effort: one attempt; any failure is logged and
+    gives None, and connecting goes ahead without the address."""
+    api = getattr(rt, "google_api", None)
+    if api is None:
+        return None
+    try:
+        calendar = api.calendar(FreshGrant(doctor_id, access_token),
+                                retry=RetryPolicy(max_attempts=1)).get_calendar("primary")
+    except Exception as err:  # best effort by contract: never blocks connecting
+        detail = (err.reason or err.status or "") if isinstance(err, GoogleError) else ""
+        log.warning("doctor %s: reading the Google account's e-mail failed (%s %s); connecting "
+                    "without it", doctor_id, type(err).__name__, detail)
+        return None
+    email = calendar.get("id") if isinstance(calendar, dict) else None
+    if not isinstance(email, str) or "@" not in email or len(email) > MAX_EMAIL_LENGTH:
+        log.warning("doctor %s: the primary calendar's id is not an e-mail address; connecting "
+                    "without it", doctor_id)
+        return None
+    return email
 
 
 def _exchange(rt: Runtime, code: str, verifier: str) -> Any:
@@ -250,6 +298,7 @@ def disconnect(rt: Runtime, doctor_id: int) -> accounts.DisconnectResult:
         result = rt.accounts.disconnect(conn, doctor_id,
                                         revoke=lambda token: oauth.revoke(rt.settings, token),
                                         stop_channels=rt.stop_channels)
+    rt.metrics.disconnections.inc()
     return result
 
 

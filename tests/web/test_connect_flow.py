@@ -213,7 +213,7 @@ def test_cli_invite_then_cli_disconnect(clinic: Clinic, tmp_path: Any, capsys: A
 
     doctor = clinic.ids["doc_two"]
     config = write_config(clinic, tmp_path / "sidecar.toml")
-    assert main(["--config", config, "connect-url", "--doctor", str(doctor), "--ttl", "2h"]) == 0
+    assert main(["--config", config, "connect-url", "--doctor", str(doctor), "--ttl", "24h"]) == 0
     link = capsys.readouterr().out.strip()
     assert link.startswith(clinic.url("/invite/")) and "\n" not in link
 
@@ -223,6 +223,8 @@ def test_cli_invite_then_cli_disconnect(clinic: Clinic, tmp_path: Any, capsys: A
                        allow_redirects=False)
     assert done.status_code == 200
     assert clinic.usermeta_rows(doctor)["kiviCare_google_meet_connect"] == "on"
+    reused = clinic.browser().get(link, allow_redirects=False)  # the link works once
+    assert reused.status_code == 400 and "already been used" in reused.text
 
     revokes = len(clinic.emulator_requests("oauth2.revoke"))
     assert main(["--config", config, "disconnect", "--doctor", str(doctor)]) == 0
