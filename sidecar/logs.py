@@ -8,6 +8,8 @@ root logger whose records all pass through a ``SecretRedactor`` first, in either
 * message text, arguments, extras, exception text and stack text are scrubbed of Bearer tokens,
   Google access / refresh tokens and client secrets, WordPress auth cookies and OAuth query or
   JSON parameters;
+* the sidecar's secret-bearing URLs: invite link paths (``/invite/***``) and the OAuth
+  callback's query (``/oauth/callback?***``), which servers print in access logs;
 * every live secret the application registered with ``register_secret`` (client secret,
   WordPress salts, ``secret_key``) is replaced wherever it appears, also URL-encoded.
 
@@ -112,6 +114,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             r"(?:\||%7[Cc])[0-9a-f]{64}"
         ),
         MASK,
+    ),
+    # The sidecar's own URLs that carry secrets: an invite link's path (a signed token that
+    # lets its holder connect a doctor) and the whole query of the OAuth callback (``code``,
+    # ``state`` and whatever else came back), also URL-encoded inside another URL.
+    (re.compile(r"((?:/|%2[Ff])invite(?:/|%2[Ff]))(?!\*\*\*)[^\s?#&;,'\"/]+"), r"\1" + MASK),
+    (
+        re.compile(r"((?:/|%2[Ff])oauth(?:/|%2[Ff])callback(?:\?|%3[Ff]))(?!\*\*\*)[^\s#'\"]+"),
+        r"\1" + MASK,
     ),
     # OAuth parameters in URLs, form bodies and key=value text.
     (re.compile(rf"(?<![\w-])({_KV_KEYS})=[^&\s#;,'\"]+"), r"\1=" + MASK),

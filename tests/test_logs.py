@@ -152,11 +152,11 @@ def test_exception_text_scrubbed_and_on_one_line(
 
 def test_oauth_query_and_json_parameters_masked(redactor: SecretRedactor) -> None:
     url = (
-        "GET /oauth/callback?state=abc.def&code=4/0AeanS0b&scope=https://www.googleapis.com/"
+        "GET /some/redirect?state=abc.def&code=4/0AeanS0b&scope=https://www.googleapis.com/"
         "auth/calendar HTTP/1.1"
     )
     assert redactor.redact(url) == (
-        f"GET /oauth/callback?state={MASK}&code={MASK}&scope=https://www.googleapis.com/"
+        f"GET /some/redirect?state={MASK}&code={MASK}&scope=https://www.googleapis.com/"
         "auth/calendar HTTP/1.1"
     )
     body = (
@@ -173,6 +173,23 @@ def test_oauth_query_and_json_parameters_masked(redactor: SecretRedactor) -> Non
         f'{{"error": {{"code": 409, "message": "dup"}}, "access_token": "{MASK}", '
         f'"token": "{MASK}"}}'
     )
+
+
+def test_sidecar_urls_that_carry_secrets_are_masked(redactor: SecretRedactor) -> None:
+    """An invite link's path and the whole OAuth callback query, as access logs print them
+    (also URL-encoded inside another URL); the rest of the line is kept."""
+    invite = "eyJuIjoiYWJjIiwiZCI6N30.QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlq"
+    line = f'127.0.0.1 - - [01/May/2024 09:00:00] "GET /kc-sidecar/invite/{invite} HTTP/1.1" 302 -'
+    assert redactor.redact(line) == (
+        f'127.0.0.1 - - [01/May/2024 09:00:00] "GET /kc-sidecar/invite/{MASK} HTTP/1.1" 302 -')
+    callback = '"GET /oauth/callback?error=access_denied&state=a.b&c0de=x HTTP/1.1" 400'
+    assert redactor.redact(callback) == f'"GET /oauth/callback?{MASK} HTTP/1.1" 400'
+    encoded = f"redirect_to=https%3A%2F%2Fclinic%2Finvite%2F{invite}&x=1"
+    assert redactor.redact(encoded) == f"redirect_to=https%3A%2F%2Fclinic%2Finvite%2F{MASK}&x=1"
+    assert "4%2Femu" not in redactor.redact("u=https%3A%2F%2Fc%2Foauth%2Fcallback%3Fcode%3D4%2Femu")
+    for plain in ("open /invite/ to invite a doctor", "GET /oauth/callback HTTP/1.1"):
+        assert redactor.redact(plain) == plain
+    assert redactor.redact(redactor.redact(line)) == redactor.redact(line)
 
 
 def test_registered_secret_masked_also_url_encoded(redactor: SecretRedactor) -> None:

@@ -1,6 +1,7 @@
 """``kc-sidecar serve``: the web app under gunicorn plus the scheduler, in one process.
 
-One gunicorn worker (``gthread``, 8 threads) bound to ``sidecar.listen`` serves the Flask app;
+One gunicorn worker (``gthread``, 8 threads) bound to ``sidecar.listen`` serves the Flask app,
+with an access log on stdout from which secret-bearing URLs are scrubbed (``sidecar.access_log``);
 the scheduler starts in that worker after the fork (``post_worker_init``) so there is exactly one
 scheduler per replica, and replicas cooperate through database locks and leases. The runtime is
 built once in the master first, so configuration and database problems are reported (exit 2 or
@@ -97,6 +98,22 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return serve_gunicorn(settings)
 
 
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's settings for ``serve``, without the hooks that run the scheduler. The access
+    log (stdout) and the error log (stderr) go through ``sidecar.gunicorn_logger.GunicornLogger``,
+    which scrubs invite paths and OAuth callback queries (imported only here: gunicorn
+    is optional at run time)."""
+    from sidecar.gunicorn_logger import LOGGER_CLASS
+
+    return {
+        "bind": settings.sidecar.listen, "workers": 1, "threads": THREADS,
+        "worker_class": "gthread", "graceful_timeout": GRACEFUL_TIMEOUT,
+        "timeout": 60, "keepalive": 5, "accesslog": "-", "errorlog": "-",
+        "logger_class": LOGGER_CLASS,
+        "loglevel": settings.sidecar.log_level.lower(), "proc_name": "kc-sidecar",
+    }
+
+
 def serve_gunicorn(settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -105,10 +122,7 @@ def serve_gunicorn(settings: Settings) -> int:
     class SidecarApplication(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
-                "bind": settings.sidecar.listen, "workers": 1, "threads": THREADS,
-                "worker_class": "gthread", "graceful_timeout": GRACEFUL_TIMEOUT,
-                "timeout": 60, "keepalive": 5, "accesslog": None, "errorlog": "-",
-                "loglevel": settings.sidecar.log_level.lower(), "proc_name": "kc-sidecar",
+                **gunicorn_options(settings),
                 "post_worker_init": lambda worker: service.start_scheduler(),
                 "worker_exit": lambda server, worker: service.stop(),
             }
@@ -127,7 +141,7 @@ def serve_gunicorn(settings: Settings) -> int:
 
 
 def serve_werkzeug(settings: Settings) -> int:
-    from werkzeug.serving import make_server
+    from sidecar.access_log import make_server
 
     service = Service(settings)
     app = service.build()

@@ -1,4 +1,8 @@
-"""Serving the emulator: on a real port in a background thread (tests, demo, bench) or forever."""
+"""Serving the emulator: on a real port in a background thread (tests, demo, bench) or forever.
+
+``run_in_thread`` also serves the sidecar's own app in tests and the demo; request lines are
+logged through ``sidecar.access_log`` so invite paths and OAuth callback queries never appear.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
+
+from sidecar.access_log import make_server
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,35 @@
+"""gunicorn's logger for ``serve``: access and error logs without secret-bearing URLs.
+
+gunicorn prints the request line, path, query, referer and any header or environ value its
+access-log format names, and the request URI when a request fails or cannot be parsed. Invite
+paths and the OAuth callback's query carry secrets (see ``sidecar.access_log``), so every
+access-log atom is scrubbed with ``sidecar.logs``' redactor, and both gunicorn loggers get the
+redactor as a filter. Set by ``sidecar.commands.serve`` as ``logger_class``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from sidecar.logs import REDACTOR, redact
+
+#: the dotted path gunicorn's ``logger_class`` setting takes
+LOGGER_CLASS = "sidecar.gunicorn_logger.GunicornLogger"
+
+
+class GunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger with scrubbed access-log atoms and redacting error and access logs."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.addFilter(REDACTOR)  # no-op when already there
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
+              request_time: timedelta) -> dict[str, Any]:
+        raw = super().atoms(resp, req, environ, request_time)
+        return {key: redact(value) if isinstance(value, str) else value
+                for key, value in raw.items()}
