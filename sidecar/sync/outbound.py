@@ -20,9 +20,10 @@ import logging
 import os
 import random
 import socket
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -62,6 +63,18 @@ RETRY_MAX_SECONDS = 900.0
 PERMANENT_FAILURE_RETRY = timedelta(hours=6)
 
 CalendarFactory = Callable[[int], g.CalendarClient]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What items of one claim are decided on, read together just before they are worked."""
+
+    facts: dict[int, AppointmentFacts]
+    rows: dict[int, list[MappingRow]]
+    statuses: dict[int, str]
+    site_zone: ResolvedZone
+    addon_active: bool
+    created_at: dict[int, datetime]
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ class OutboundSync:
         batch_size: int = 200,
         rng: random.Random | None = None,
         full_reconcile_every: int = 60,
+        per_doctor: int = 1,
     ) -> None:
         self.rt = runtime
         self.settings = runtime.settings
@@ -127,6 +141,10 @@ class OutboundSync:
         self.calendar_for = calendar_for
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.max_workers = max_workers
+        #: items of one doctor worked at the same time (never one appointment twice: leases)
+        self.per_doctor = max(1, per_doctor)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_guard = threading.Lock()
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.rng = rng or random.Random()
@@ -270,46 +288,108 @@ class OutboundSync:
 
     # ------------------------------------------------------------------ doing the work
     def process_due(self, limit: int | None = None) -> CycleResult:
-        """Claim due items and process them: doctors in parallel, one doctor's items in order."""
+        """Claim due items and process them on up to ``max_workers`` threads, at most
+        ``per_doctor`` of one doctor's items at a time (1: a doctor's items in order).
+
+        Claims are topped up as workers free up (no batch barrier), and what an item needs
+        from the database before acting is read for a whole claim at once (:class:`_Context`).
+        """
         total = CycleResult()
+        if self.max_workers <= 1:
+            while True:
+                want = self.batch_size if limit is None else min(self.batch_size,
+                                                                 limit - total.processed)
+                if want <= 0:
+                    break
+                claims = self._claim(want)
+                if not claims:
+                    break
+                ctx = self._context(claims)
+                for item in claims:
+                    total.merge(self.process_item(item, ctx))
+                if len(claims) < want:
+                    break
+            return total
+        pool = self._executor()
+        backlog: deque[tuple[Item, _Context]] = deque()
+        inflight: dict[Future[CycleResult], Item] = {}
+        busy: Counter[int] = Counter()
+        claimed, more, cap = 0, True, 2 * self.max_workers
         while True:
-            want = self.batch_size if limit is None else min(self.batch_size,
-                                                             limit - total.processed)
-            if want <= 0:
+            room = cap - len(inflight) - len(backlog)
+            if limit is not None:
+                room = min(room, limit - claimed)
+            if more and room > 0 and (room >= self.max_workers or not (inflight or backlog)):
+                want = min(self.batch_size, room)
+                claims = self._claim(want)
+                claimed += len(claims)
+                if claims:
+                    ctx = self._context(claims)
+                    backlog.extend((item, ctx) for item in claims)
+                if len(claims) < want or (limit is not None and claimed >= limit):
+                    more = False
+            waiting: list[tuple[Item, _Context]] = []
+            while backlog and len(inflight) < self.max_workers:
+                item, ctx = backlog.popleft()
+                if busy[item.doctor_id] >= self.per_doctor:
+                    waiting.append((item, ctx))
+                    continue
+                busy[item.doctor_id] += 1
+                inflight[pool.submit(self.process_item, item, ctx)] = item
+            backlog.extendleft(reversed(waiting))
+            if not inflight:
+                if more:
+                    continue
                 break
-            claims = self.state.claim_due_items(self.now(), want, self.worker_id,
-                                                self.lease_seconds)
-            if not claims:
-                break
-            by_doctor: dict[int, list[Item]] = defaultdict(list)
-            for item in claims:
-                by_doctor[item.doctor_id].append(item)
-            groups = list(by_doctor.values())
-            if len(groups) == 1 or self.max_workers <= 1:
-                for group in groups:
-                    total.merge(self._process_group(group))
-            else:
-                with ThreadPoolExecutor(max_workers=min(self.max_workers, len(groups)),
-                                        thread_name_prefix="kcsc-outbound") as pool:
-                    for res in pool.map(self._process_group, groups):
-                        total.merge(res)
-            if len(claims) < want:
-                break
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                item = inflight.pop(fut)
+                busy[item.doctor_id] -= 1
+                total.merge(fut.result())
         return total
 
-    def _process_group(self, items: Iterable[Item]) -> CycleResult:
-        result = CycleResult()
-        for item in items:
-            result.merge(self.process_item(item))
-        return result
+    def _claim(self, want: int) -> list[Item]:
+        return self.state.claim_due_items(self.now(), want, self.worker_id, self.lease_seconds)
 
-    def process_item(self, claim: Item) -> CycleResult:
-        """Bring one claimed appointment's Google side in line; never raises."""
+    def _executor(self) -> ThreadPoolExecutor:
+        """One pool per engine, reused across runs (threads keep their HTTP connections)."""
+        with self._pool_guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.max_workers,
+                                                thread_name_prefix="kcsc-outbound")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (idle ones exit at once; running items finish)."""
+        with self._pool_guard:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _context(self, claims: list[Item]) -> _Context:
+        """The reads every item of a claim needs, in one connection and one query per table."""
+        ids = [c.appointment_id for c in claims]
+        with self.engine.connect() as conn:
+            facts = self.reader.load(conn, ids)
+            doctors = {c.doctor_id for c in claims} | {
+                f.appointment.doctor_id for f in facts.values()}
+            return _Context(
+                facts=facts,
+                rows=self.reader.mapping_rows(conn, ids),
+                statuses=self.accounts.connection_statuses(conn, doctors),
+                site_zone=self.reader.site_zone(conn),
+                addon_active=self._addon_active(conn) if facts else False,
+                created_at=self._created_at_many(conn, list(facts)),
+            )
+
+    def process_item(self, claim: Item, context: _Context | None = None) -> CycleResult:
+        """Bring one claimed appointment's Google side in line; never raises. ``context``:
+        the claim's reads made by :meth:`process_due` (read now when omitted)."""
         result = CycleResult(processed=1)
         now = self.now()
         extra = {"appointment_id": claim.appointment_id, "doctor_id": claim.doctor_id}
         try:
-            self._apply(claim, result)
+            self._apply(claim, result, context)
         except _Reschedule as again:
             self.state.release(claim, now=now, state=again.state,
                                next_attempt_at=now + timedelta(seconds=again.delay),
@@ -355,17 +435,17 @@ class OutboundSync:
         return max(delay, retry_after or 0.0)
 
     # ---------------------------------------------------------------- decide, then act
-    def _apply(self, claim: Item, result: CycleResult) -> None:
+    def _apply(self, claim: Item, result: CycleResult, ctx: _Context | None = None) -> None:
         now = self.now()
-        with self.engine.connect() as conn:
-            facts = self.reader.load(conn, [claim.appointment_id]).get(claim.appointment_id)
-            rows = self.reader.mapping_rows(conn, [claim.appointment_id]).get(
-                claim.appointment_id, [])
-            site_zone = self.reader.site_zone(conn)
-            doctor_id = facts.appointment.doctor_id if facts else claim.doctor_id
-            connected = self.accounts.connection_status(conn, doctor_id) == "connected"
-            addon_active = self._addon_active(conn) if facts else False
-            created_at = self._created_at(conn, claim.appointment_id) if facts else None
+        if ctx is None:
+            ctx = self._context([claim])
+        facts = ctx.facts.get(claim.appointment_id)
+        rows = ctx.rows.get(claim.appointment_id, [])
+        site_zone = ctx.site_zone
+        doctor_id = facts.appointment.doctor_id if facts else claim.doctor_id
+        connected = ctx.statuses.get(doctor_id) == "connected"
+        addon_active = ctx.addon_active if facts else False
+        created_at = ctx.created_at.get(claim.appointment_id) if facts else None
 
         valid_rows = [r for r in rows if is_valid_mapping_row(r.event_id, r.url)]
         if facts is None:
@@ -394,12 +474,17 @@ class OutboundSync:
         values = active.values() if isinstance(active, dict) else active
         return any(isinstance(v, str) and v.startswith("kivicare-google-meet/") for v in values)
 
-    def _created_at(self, conn: sa.Connection, appointment_id: int) -> datetime | None:
+    def _created_at_many(self, conn: sa.Connection, ids: list[int]) -> dict[int, datetime]:
         a = self.reader.appts
-        if "created_at" not in a.c:
-            return None
-        value = conn.execute(sa.select(a.c.created_at).where(a.c.id == appointment_id)).scalar()
-        return value if isinstance(value, datetime) else None
+        if "created_at" not in a.c or not ids:
+            return {}
+        out: dict[int, datetime] = {}
+        for start in range(0, len(ids), 500):
+            for appt_id, value in conn.execute(sa.select(a.c.id, a.c.created_at).where(
+                    a.c.id.in_(ids[start : start + 500]))):
+                if isinstance(value, datetime):
+                    out[int(appt_id)] = value
+        return out
 
     def _ensure_absent(self, claim: Item, rows: list[MappingRow], result: CycleResult, *,
                        reason: str, fingerprint: str | None = None) -> None:
@@ -464,6 +549,7 @@ class OutboundSync:
                                  event_id=event_id, detail="existing mapping row")
         cal = self.calendar_for(doctor_id)
         event: dict[str, Any] | None = None
+        touched = result.created + result.updated
         if event_id is None:
             if addon_active and not rows and created_at is not None:
                 wait = self._settle_wait(created_at, site_zone)
@@ -494,6 +580,10 @@ class OutboundSync:
                                   calendar_doctor_id=None)
             if claim.fingerprint != fp or not self._times_match(event, facts):
                 event = self._patch(cal, facts, event, result)
+        # What Google holds now: the body of ``fp`` when this run inserted or patched the
+        # event, else what the item recorded. Kept while the conference is pending, so the
+        # polls that follow read the event (one call) instead of patching it again.
+        held = fp if result.created + result.updated > touched else claim.fingerprint
         meet = extract_meet(event)
         if meet.status == "pending" or meet.status == "none":
             polls = claim.attempts if claim.state == "awaiting_conference" else 0
@@ -501,12 +591,13 @@ class OutboundSync:
                 event = self._new_conference(cal, event, claim.conference_attempt + 1)
                 raise _Reschedule(CONFERENCE_POLL_DELAYS[0], "awaiting_conference",
                                   event_id=event_id, calendar_doctor_id=doctor_id,
-                                  conference_attempt=claim.conference_attempt + 1, attempts=0)
+                                  conference_attempt=claim.conference_attempt + 1, attempts=0,
+                                  fingerprint=held)
             if meet.status == "none":
                 event = self._new_conference(cal, event, claim.conference_attempt)
             raise _Reschedule(CONFERENCE_POLL_DELAYS[polls], "awaiting_conference",
                               event_id=event_id, calendar_doctor_id=doctor_id,
-                              attempts=polls + 1)
+                              attempts=polls + 1, fingerprint=held)
         if meet.status == "failure":
             self._new_conference(cal, event, claim.conference_attempt + 1)
             self.state.log_event("conference_retry", appointment_id=appt.id,
@@ -515,7 +606,8 @@ class OutboundSync:
             raise _Reschedule(CONFERENCE_POLL_DELAYS[0], "awaiting_conference",
                               event_id=event_id, calendar_doctor_id=doctor_id,
                               conference_attempt=claim.conference_attempt + 1, attempts=0,
-                              last_error="Meet conference creation failed; retrying")
+                              last_error="Meet conference creation failed; retrying",
+                              fingerprint=held)
         with self.engine.begin() as conn:
             self.mappings.write(conn, appt.id, event, now=self.now(), site_zone=site_zone)
             self.state.mark_synced(claim, now=self.now(), event_id=event_id, fingerprint=fp,
