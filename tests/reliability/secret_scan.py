@@ -55,8 +55,8 @@ class LogTap(logging.Handler):
         for key in extra_keys(record):
             text += f" {key}={record.__dict__.get(key)!r}"
         if record.name in ACCESS_LOGGERS:
-            # The development server's access log (tests and the demo; ``serve`` runs gunicorn
-            # with the access log off): judged on what the production redactor lets through.
+            # Access-log lines: both servers redact them before any handler sees them
+            # (sidecar.access_log, sidecar.gunicorn_logger), so judge what that lets through.
             text = redact(text)
         with self._guard:
             self.lines.append((record.name, text))
