@@ -143,8 +143,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
     schema = SiteSchema.load(engine, names)
     state_store = state.StateStore(engine, names, clock)
     state_store.migrate()
-    nonces = NonceStore(names)
-    nonces.ensure_table(engine)
+    nonces = NonceStore(names)  # its table comes from the state migrations
     site_url = (settings.wordpress.site_url or _stored_site_url(engine, schema)).rstrip("/")
     metrics = metrics or Metrics()
     account_store = accounts.AccountStore(schema, state_store)

@@ -190,10 +190,18 @@ def _m2_source_hash(conn: sa.Connection, tables: StateTables) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN source_hash VARCHAR(32) NULL")
 
 
+def _m3_oauth_states(conn: sa.Connection, tables: StateTables) -> None:
+    """``kcsc_oauth_states`` (single-use OAuth states and invites, see ``sidecar.signing``)."""
+    from sidecar.signing import oauth_states_table
+
+    oauth_states_table(sa.MetaData(), tables.names).create(conn, checkfirst=True)
+
+
 # Append only; never edit an applied migration. Each must be idempotent (see module docstring).
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "initial tables", _m1_initial),
     (2, "items.source_hash", _m2_source_hash),
+    (3, "oauth_states", _m3_oauth_states),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
