@@ -25,7 +25,7 @@ def run(*, appointments: int, doctors: int, latency: float, quota: int, workers:
         baseline_sample: int) -> dict[str, Any]:
     with scratch_database() as url, EmulatorProcess(latency=latency, quota=quota) as emu:
         clinic = make_clinic(url, emu.url, doctors=doctors, max_workers=workers,
-                             pool_size=min(workers, 60) + 5)
+                             pool_size=workers + 16)
         try:
             first_day = datetime.now(UTC).date() + timedelta(days=2)
             bulk_book(clinic.engine, clinic.runtime.schema,

@@ -20,7 +20,7 @@ def run(*, total: int, rounds: int, doctors: int, workers: int) -> dict[str, Any
     per_round = max(1, total // rounds)
     with scratch_database() as url, EmulatorProcess(latency=0.0, quota=10**9) as emu:
         clinic = make_clinic(url, emu.url, doctors=doctors, max_workers=workers,
-                             pool_size=min(workers, 60) + 5)
+                             pool_size=workers + 16)
         try:
             ob = clinic.outbound
             ob.scan_new()

@@ -209,7 +209,7 @@ def make_clinic(url: str, emulator_url: str, *, doctors: int, sync: SyncSettings
     """Runtime on the system clock and ``OutboundSync``; ``doctors`` new connected doctors
     (or ``existing_doctors`` from a generated database, connected now)."""
     settings = bench_settings(url, emulator_url, sync)
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=16)
     runtime = build_runtime(settings, SystemClock(), engine=engine)
     attach_google(runtime)
     kc = KiviCareWriter(runtime.schema)
