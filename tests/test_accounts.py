@@ -7,9 +7,6 @@ import itertools
 import json
 import logging
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +32,7 @@ from sidecar.clock import FakeClock
 from sidecar.config import GoogleSettings, Settings, SidecarSettings
 from sidecar.db import create_engine
 from sidecar.emulator import EmulatorConfig, create_emulator_app, run_in_thread
+from sidecar.emulator.testing import grant
 from sidecar.google_api import AuthRevoked, Transient
 from sidecar.oauth import TokenResponse
 from sidecar.state import StateStore
@@ -49,11 +47,6 @@ PUBLIC_URL = "http://clinic.test/kc-sidecar"
 CAL = "https://www.googleapis.com/auth/calendar"
 
 _doctor_ids = itertools.count(100)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +84,8 @@ class World:
 
     def grant(self, email: str = "doc@example.com", scope: str | None = None) -> TokenResponse:
         """Consent + code exchange through our own oauth module."""
-        verifier, challenge = oauth.new_pkce_pair()
-        url = oauth.build_authorization_url(self.settings, "st", challenge)
-        url += "&" + urllib.parse.urlencode({"emulator_auto_approve": email})
-        if scope:
-            url += "&" + urllib.parse.urlencode({"emulator_grant_scopes": scope})
-        try:
-            urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
-            raise AssertionError("expected a redirect")
-        except urllib.error.HTTPError as err:
-            assert err.code == 302
-            location = err.headers["Location"]
-        code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
-        return oauth.exchange_code(self.settings, code, verifier)
+        extra = {"emulator_grant_scopes": scope} if scope else {}
+        return grant(self.settings, email, timeout=10, **extra)
 
     def connect(self, email: str = "doc@example.com") -> tuple[int, TokenResponse]:
         doctor = next(_doctor_ids)

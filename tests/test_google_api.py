@@ -9,9 +9,6 @@ import json
 import logging
 import socket
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -34,6 +31,7 @@ from sidecar.config import GoogleSettings, Settings, SidecarSettings
 from sidecar.db import create_engine
 from sidecar.emulator import EmulatorConfig, create_emulator_app, run_in_thread
 from sidecar.emulator.errors import FAULT_KINDS
+from sidecar.emulator.testing import grant
 from sidecar.google_api import (
     AuthRevoked,
     CalendarClient,
@@ -66,11 +64,6 @@ CAL = "https://www.googleapis.com/auth/calendar"
 
 _doctor_ids = itertools.count(500)
 _event_ids = itertools.count(1)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def event_body(event_id: str | None = None, conference: bool = True) -> dict[str, Any]:
@@ -139,17 +132,7 @@ class World:
             **({"limiter": limiter} if limiter else {}))
 
     def grant(self, email: str, scope: str = CAL) -> oauth.TokenResponse:
-        verifier, challenge = oauth.new_pkce_pair()
-        url = oauth.build_authorization_url(self.settings, "st", challenge)
-        url = url.replace(urllib.parse.quote(CAL, safe=""), urllib.parse.quote(scope, safe=""))
-        url += "&" + urllib.parse.urlencode({"emulator_auto_approve": email})
-        try:
-            urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
-            raise AssertionError("expected a redirect")
-        except urllib.error.HTTPError as err:
-            location = err.headers["Location"]
-        code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
-        return oauth.exchange_code(self.settings, code, verifier)
+        return grant(self.settings, email, scope=scope, timeout=10)
 
     def doctor(self, email: str = "doc@example.com") -> int:
         doctor = next(_doctor_ids)

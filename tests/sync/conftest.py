@@ -4,9 +4,6 @@ with a fake clock, and the Google emulator over real HTTP."""
 from __future__ import annotations
 
 import itertools
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, time
@@ -15,7 +12,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sidecar import oauth
 from sidecar.clock import FakeClock
 from sidecar.config import (
     DatabaseSettings,
@@ -26,6 +22,7 @@ from sidecar.config import (
 )
 from sidecar.db import create_engine
 from sidecar.emulator import EmulatorConfig, create_emulator_app, run_in_thread
+from sidecar.emulator.testing import grant
 from sidecar.google_api import RetryPolicy
 from sidecar.kc_seed import Booking, KiviCareWriter
 from sidecar.runtime import Runtime, build_runtime
@@ -42,11 +39,6 @@ SITE_URL = "http://clinic.test"
 _logins = itertools.count(1)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 @dataclass
 class SyncWorld:
     runtime: Runtime
@@ -59,17 +51,7 @@ class SyncWorld:
     patient_id: int
 
     def connect(self, doctor_id: int, email: str) -> None:
-        settings = self.runtime.settings
-        verifier, challenge = oauth.new_pkce_pair()
-        url = oauth.build_authorization_url(settings, "state", challenge)
-        url += "&" + urllib.parse.urlencode({"emulator_auto_approve": email})
-        try:
-            urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
-            raise AssertionError("expected a redirect")
-        except urllib.error.HTTPError as err:
-            location = err.headers["Location"]
-        code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
-        token = oauth.exchange_code(settings, code, verifier)
+        token = grant(self.runtime.settings, email, timeout=10)
         with self.engine.begin() as conn:
             self.runtime.accounts.store_connection(conn, doctor_id, token, self.clock.now(),
                                                    google_email=email)
