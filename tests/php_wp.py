@@ -31,19 +31,11 @@ import pytest
 import sqlalchemy as sa
 
 import sidecar
+from sidecar.wpconfig import AUTH_KEY_NAMES
 
 WORDPRESS_DIR = Path(os.environ.get("KCSC_WORDPRESS_DIR", "/usr/share/wordpress"))
 LOADER = Path(sidecar.__file__).parent / "php" / "wp-loader.php"
-SALT_NAMES = (
-    "AUTH_KEY",
-    "SECURE_AUTH_KEY",
-    "LOGGED_IN_KEY",
-    "NONCE_KEY",
-    "AUTH_SALT",
-    "SECURE_AUTH_SALT",
-    "LOGGED_IN_SALT",
-    "NONCE_SALT",
-)
+SALT_NAMES = AUTH_KEY_NAMES  # the eight keys and salts of wp-config.php
 # Like WordPress's secret-key generator: printable ASCII including quotes, backslash and dollar.
 _SALT_ALPHABET = string.ascii_letters + string.digits + "!@#$%^&*()-_ []{}<>~`+=,.;:/?|'\"\\"
 DEFAULT_ADMIN_PASSWORD = "admin-pass-123"
