@@ -195,7 +195,7 @@ class GoogleSettings(_MaskedRepr):
 
 @dataclass(frozen=True, repr=False)
 class SyncSettings(_MaskedRepr):
-    poll_seconds: int = _key(2, "int", example="2", minimum=1)
+    poll_seconds: float = _key(2.0, "seconds", example="2", minimum=0.1)
     reconcile_seconds: int = _key(60, "int", example="60", minimum=1)
     upcoming_days: int = _key(60, "int", example="60", minimum=1)
     retry_seconds: int = _key(30, "int", example="30", minimum=1)

@@ -207,11 +207,15 @@ def test_require_names_the_missing_key() -> None:
         (
             {"KCSC_SYNC__POLL_SECONDS": "abc"},
             None,
-            'sync.poll_seconds (from KCSC_SYNC__POLL_SECONDS): "abc" is not a whole number'
+            'sync.poll_seconds (from KCSC_SYNC__POLL_SECONDS): "abc" is not a number'
             " — set a number of seconds such as 2",
         ),
-        ({}, "[sync]\npoll_seconds = \"abc\"\n", 'sync.poll_seconds: "abc" is not a whole number'),
-        ({}, "[sync]\npoll_seconds = 0\n", "sync.poll_seconds: 0 is below the minimum of 1"),
+        ({}, "[sync]\npoll_seconds = 0.05\n",
+         'sync.poll_seconds: "0.05" is below the minimum of 0.1'),
+        ({}, "[sync]\nreconcile_seconds = \"abc\"\n",
+         'sync.reconcile_seconds: "abc" is not a whole number'),
+        ({}, "[sync]\nreconcile_seconds = 0\n",
+         "sync.reconcile_seconds: 0 is below the minimum of 1"),
         ({}, "[sync]\npoll_seconds = true\n", "is a true/false value"),
         ({}, "[sync]\npoll_second = 2\n", "did you mean sync.poll_seconds?"),
         ({}, "[synk]\npoll_seconds = 2\n", "synk: [synk] in sidecar.toml is not a section"),
