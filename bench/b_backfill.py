@@ -48,8 +48,11 @@ def run(*, appointments: int, doctors: int, latency: float, quota: int, workers:
             baseline_rate = base.created / baseline_s if baseline_s else float("nan")
 
             t2 = systime.perf_counter()
+            cpu0 = systime.process_time()
             res = ob.process_due()
             parallel_s = systime.perf_counter() - t2
+            cpu_s = systime.process_time() - cpu0
+            ob.close()
             rest = res.created
             counts = clinic.runtime.state.count_by_state()
             calls = len([r for r in emu.requests() if str(r.get("api_method", ""))
@@ -66,6 +69,8 @@ def run(*, appointments: int, doctors: int, latency: float, quota: int, workers:
                 "baseline_rate_per_s": round(baseline_rate, 2),
                 "meetings": rest, "seconds": round(parallel_s, 3),
                 "rate_per_s": round(rate, 2),
+                "sidecar_cpu_ms_per_meeting": round(cpu_s * 1000 / rest, 2) if rest else None,
+                "sidecar_cpu_share": round(cpu_s / parallel_s, 2) if parallel_s else None,
                 "google_calls": calls, "rejected_403": over_quota,
                 "ideal_s": round(ideal_s, 3),
                 "ratio_to_ideal": round(ideal_s / parallel_s, 3) if parallel_s else None,

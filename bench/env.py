@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import secrets
@@ -50,6 +51,10 @@ from wp_schema.names import TableNames
 SERVER_URL = os.environ.get(
     "KC_BENCH_MYSQL", os.environ.get("KCSC_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 ).rstrip("/")
+# The dev server's per-request access log (to stderr) would be timed too; production runs
+# gunicorn. Warnings and errors still show.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
 SITE_URL = "http://clinic.bench"
 PUBLIC_URL = "http://clinic.bench/kc-sidecar"
 
