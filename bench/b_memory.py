@@ -72,3 +72,27 @@ def run(*, total: int, rounds: int, doctors: int, workers: int) -> dict[str, Any
             }
         finally:
             clinic.close()
+
+
+def run_isolated(**kwargs: Any) -> dict[str, Any]:
+    """:func:`run` in a fresh interpreter: resident memory is per process, and benchmarks run
+    before it in the same process (thread arenas, caches, the webhook bench's in-process
+    emulator) would be counted."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.b_memory", json.dumps(kwargs)], capture_output=True,
+        text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        raise RuntimeError("memory benchmark failed: " + proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(**json.loads(sys.argv[1]))))

@@ -118,7 +118,7 @@ def run_all(quick: bool, runs: int, heavy_runs: int, only: set[str] | None = Non
             lambda: b_webhook.run(**scale["webhook"]), runs, ["rate_per_s"]))
     if want("memory"):
         results["memory"] = timed("memory", lambda: _median_runs(
-            lambda: b_memory.run(**scale["memory"]), heavy_runs,
+            lambda: b_memory.run_isolated(**scale["memory"]), heavy_runs,
             ["rss_final_mb", "growth_after_warmup_mb"]))
     results["rows"] = [r.__dict__ for r in rows(results)]
     return results
