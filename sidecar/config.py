@@ -216,6 +216,7 @@ class SyncSettings(_MaskedRepr):
         "revert", "enum", example="revert", choices=("revert", "accept")
     )
     per_doctor_calls_per_minute: int = _key(500, "int", example="500", minimum=1)
+    workers: int = _key(8, "int", example="8", minimum=1)
 
 
 SECTIONS: dict[str, type] = {

@@ -138,7 +138,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
 
     settings.require("database.url", "sidecar.secret_key")
     clock = clock or SystemClock()
-    engine = engine or create_engine(str(settings.database.url))
+    # A connection per outbound worker plus the web threads and the scheduler's own jobs.
+    engine = engine or create_engine(str(settings.database.url),
+                                     pool_size=settings.sync.workers + 4, max_overflow=10)
     names: TableNames = settings.database.table_names()
     schema = SiteSchema.load(engine, names)
     state_store = state.StateStore(engine, names, clock)

@@ -35,7 +35,7 @@ SCAN_LOCK = "kcsc_scan"
 RECONCILE_LOCK = "kcsc_reconcile"
 #: the fast drain of due items (pending conferences are re-polled after 0.5 s)
 DRAIN_SECONDS = 0.5
-#: items claimed per drain round; a stop waits for at most one round
+#: items claimed per drain round at least (and twice the workers); a stop waits for one round
 DRAIN_BATCH = 16
 METRICS_SECONDS = 10.0
 
@@ -112,7 +112,8 @@ class SyncScheduler:
         calendar_for = runtime.google_factory
         if calendar_for is None:
             raise ValueError("the runtime has no Google client factory")
-        self.outbound = outbound or OutboundSync(runtime, calendar_for)
+        self.outbound = outbound or OutboundSync(runtime, calendar_for,
+                                                 max_workers=runtime.settings.sync.workers)
         self.drain_seconds = drain_seconds
         self.extra_jobs = inbound_jobs(runtime, calendar_for) if with_inbound else []
         self._stopping = threading.Event()
@@ -139,10 +140,13 @@ class SyncScheduler:
     def drain(self) -> CycleResult:
         """Process due items in small rounds until none is due or the scheduler stops."""
         total = CycleResult()
+        # Fewer items than workers per round would leave workers idle while the round's
+        # slowest item finishes.
+        batch = max(DRAIN_BATCH, 2 * self.outbound.max_workers)
         while True:
-            got = self.outbound.process_due(limit=DRAIN_BATCH)
+            got = self.outbound.process_due(limit=batch)
             total.merge(got)
-            if got.processed < DRAIN_BATCH or self._stopping.is_set():
+            if got.processed < batch or self._stopping.is_set():
                 return total
 
     def reconcile(self) -> CycleResult | None:

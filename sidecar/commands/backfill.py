@@ -131,7 +131,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     runtime = build_runtime(settings)
     try:
-        outbound = OutboundSync(runtime, runtime.google_factory)  # type: ignore[arg-type]
+        outbound = OutboundSync(runtime, runtime.google_factory,  # type: ignore[arg-type]
+                                max_workers=settings.sync.workers)
         targets = queue_backfill(runtime, outbound, getattr(args, "from_date", None))
         bar = ProgressBar(len(targets))
         states = settle(runtime, outbound, targets, bar) if targets else {}
