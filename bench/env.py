@@ -31,7 +31,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.emulator_proc import CLIENT_ID, CLIENT_SECRET
-from sidecar import oauth
 from sidecar.clock import SystemClock
 from sidecar.config import (
     DatabaseSettings,
@@ -41,6 +40,7 @@ from sidecar.config import (
     SyncSettings,
 )
 from sidecar.db import create_engine
+from sidecar.emulator.testing import grant
 from sidecar.kc_seed import KiviCareWriter
 from sidecar.runtime import Runtime, build_runtime
 from sidecar.services import attach_google
@@ -146,11 +146,6 @@ class EmulatorProcess:
         self.stop()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 @dataclass
 class Clinic:
     runtime: Runtime
@@ -191,17 +186,7 @@ def bench_settings(url: str, emulator_url: str, sync: SyncSettings | None = None
 
 def connect_doctor(runtime: Runtime, engine: sa.Engine, doctor_id: int, email: str) -> None:
     """The real OAuth flow against the emulator (auto-approve), tokens stored as GM4 does."""
-    settings = runtime.settings
-    verifier, challenge = oauth.new_pkce_pair()
-    url = oauth.build_authorization_url(settings, "state", challenge)
-    url += "&" + urllib.parse.urlencode({"emulator_auto_approve": email})
-    try:
-        urllib.request.build_opener(_NoRedirect).open(url, timeout=30)
-        raise RuntimeError("expected a redirect from the emulator")
-    except urllib.error.HTTPError as err:
-        location = err.headers["Location"]
-    code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
-    token = oauth.exchange_code(settings, code, verifier)
+    token = grant(runtime.settings, email)
     with engine.begin() as conn:
         runtime.accounts.store_connection(conn, doctor_id, token, runtime.clock.now(),
                                           google_email=email)
