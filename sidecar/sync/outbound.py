@@ -398,7 +398,7 @@ class OutboundSync:
             result.waiting += 1
             # Expected while a doctor is not connected; accounts logs the disconnect itself once.
             log.info("appointment %s waits for its doctor to reconnect: %s",
-                        claim.appointment_id, err, extra=extra)
+                     claim.appointment_id, err, extra=extra)
             self.state.mark_waiting_reconnect(claim, now=now, error=f"{type(err).__name__}: {err}")
         except (g.RateLimited, g.Transient, g.QuotaExceeded) as err:
             result.retried += 1
