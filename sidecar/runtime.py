@@ -138,9 +138,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
 
     settings.require("database.url", "sidecar.secret_key")
     clock = clock or SystemClock()
-    # A connection per outbound worker plus the web threads and the scheduler's own jobs.
+    # Two connections per outbound worker (its doctor lock and its work) plus the web threads
+    # and the scheduler's own jobs.
     engine = engine or create_engine(str(settings.database.url),
-                                     pool_size=settings.sync.workers + 4, max_overflow=10)
+                                     pool_size=2 * settings.sync.workers + 4, max_overflow=10)
     names: TableNames = settings.database.table_names()
     schema = SiteSchema.load(engine, names)
     state_store = state.StateStore(engine, names, clock)

@@ -16,6 +16,7 @@ the event), on the item's ``event_id`` being stored *before* the insert is sent,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from sidecar.appointments import (
     MappingRow,
     facts_fingerprint,
 )
+from sidecar.db import LockTimeout, named_lock
 from sidecar.meetings import (
     AppointmentDataError,
     appointment_window,
@@ -61,6 +63,8 @@ CONFERENCE_POLL_DELAYS = (0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 900.0
 PERMANENT_FAILURE_RETRY = timedelta(hours=6)
+#: how long an item waits when another replica is working for the same doctor
+DOCTOR_BUSY_DELAY = timedelta(seconds=1)
 
 CalendarFactory = Callable[[int], g.CalendarClient]
 
@@ -389,7 +393,15 @@ class OutboundSync:
         now = self.now()
         extra = {"appointment_id": claim.appointment_id, "doctor_id": claim.doctor_id}
         try:
-            self._apply(claim, result, context)
+            # With ``per_doctor=1`` one doctor's work is serialised across replicas too: a
+            # replica that finds the doctor busy hands the item back for a moment.
+            doctor_lock = (named_lock(self.engine, f"kcsc_doctor_{claim.doctor_id}", timeout=0)
+                           if self.per_doctor == 1 else contextlib.nullcontext())
+            with doctor_lock:
+                self._apply(claim, result, context)
+        except LockTimeout:
+            result.processed = 0
+            self.state.release(claim, now=now, next_attempt_at=now + DOCTOR_BUSY_DELAY)
         except _Reschedule as again:
             self.state.release(claim, now=now, state=again.state,
                                next_attempt_at=now + timedelta(seconds=again.delay),

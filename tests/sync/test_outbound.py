@@ -223,3 +223,22 @@ def test_php_row_pointing_at_a_deleted_event_is_replaced_once(world):
     [row] = world.mapping(booking.id)
     assert row["event_id"] == event["id"] != dead["id"]
     assert world.runtime.state.get_item(booking.id).event_version == 1
+
+
+def test_a_doctor_busy_in_another_replica_is_handed_back_not_worked_twice(world):
+    """per_doctor=1: the doctor lock is cross-process (GET_LOCK); a busy doctor's item waits."""
+    from sidecar.db import named_lock
+
+    doctor, service, email = world.doctor()
+    booking = world.book(doctor, service)
+    world.outbound.scan_new()
+    with named_lock(world.engine, f"kcsc_doctor_{doctor}", timeout=1):  # the other replica
+        result = world.outbound.process_due()
+        assert result.processed == 0
+        assert world.calls("events.insert") == []
+        item = world.runtime.state.get_item(booking.id)
+        assert item.state == "pending" and item.claim_token is None
+        assert item.next_attempt_at > world.clock.now()
+    world.settle()
+    assert len(live(world.events(email))) == 1
+    assert len(world.mapping(booking.id)) == 1
