@@ -27,7 +27,11 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import threading
+import time
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -110,7 +114,77 @@ def _bad(outcome: str, status: int, message: str) -> Verdict:
     return Verdict(outcome, status, message)
 
 
-def verify_notification(state: Any, headers: Mapping[str, str]) -> Verdict:
+class ChannelCache:
+    """This process's copy of channel records, so a notification costs no database read.
+
+    Only channels found in the database are kept (an unknown id reads the database each time,
+    so a flood of random ids cannot grow the cache), at most ``max_entries`` of them, each for
+    ``ttl`` seconds; a channel whose ``watch`` has not returned (no resource id yet) is never
+    kept. :class:`ChannelManager` drops a channel the moment this process stops, replaces or
+    deletes it; a stop made by another replica is seen within ``ttl``.
+    """
+
+    def __init__(self, state: Any, *, ttl: float = 30.0, max_entries: int = 4096,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.state = weakref.proxy(state)  # the process-wide registry is keyed weakly on it
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._monotonic = monotonic
+        self._entries: OrderedDict[str, tuple[float, Channel]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by invalidate: a read that raced it is not stored
+
+    def get(self, channel_id: str) -> Channel | None:
+        """The channel's record (cached, else read from the database), or None if unknown."""
+        now = self._monotonic()
+        with self._lock:
+            entry = self._entries.get(channel_id)
+            if entry is not None and now - entry[0] < self.ttl:
+                return entry[1]
+            generation = self._generation
+        channel: Channel | None = self.state.get_channel(channel_id)
+        with self._lock:
+            if channel is None or channel.resource_id is None or generation != self._generation:
+                self._entries.pop(channel_id, None)
+                return channel
+            self._entries[channel_id] = (now, channel)
+            self._entries.move_to_end(channel_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return channel
+
+    def invalidate(self, channel_id: str) -> None:
+        """Forget a channel (call after its row changed in the database)."""
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(channel_id, None)
+
+    def __contains__(self, channel_id: object) -> bool:
+        with self._lock:
+            return channel_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_caches: weakref.WeakKeyDictionary[Any, ChannelCache] = weakref.WeakKeyDictionary()
+_caches_guard = threading.Lock()
+
+
+def channel_cache(state: Any) -> ChannelCache:
+    """The process-wide :class:`ChannelCache` of ``state`` (a ``StateStore``)."""
+    with _caches_guard:
+        cache = _caches.get(state)
+        if cache is None:
+            cache = _caches[state] = ChannelCache(state)
+        return cache
+
+
+_NO_CHANNEL_DIGEST = token_digest(secrets.token_hex(16))
+
+
+def verify_notification(state: Any, headers: Mapping[str, str], *,
+                        cache: ChannelCache | None = None) -> Verdict:
     """Classify a push notification by its ``X-Goog-*`` headers (no Google call).
 
     * missing or oversized headers → 400 ``bad_request``; an unknown resource state → 400
@@ -123,8 +197,9 @@ def verify_notification(state: Any, headers: Mapping[str, str]) -> Verdict:
     * ``sync`` → 200 ``sync`` (the channel is ready; nothing changed);
     * ``exists`` / ``not_exists`` → 200 ``accepted``: the doctor's changes should be fetched.
 
-    The token is compared in constant time against the stored digest
-    (``StateStore.verify_channel``).
+    The token is compared in constant time against the stored digest. With ``cache`` the
+    channel record comes from this process's :class:`ChannelCache` (no database read while it
+    is fresh); without, from the database.
     """
     channel_id = (headers.get(H_CHANNEL_ID) or "").strip()
     resource_id = (headers.get(H_RESOURCE_ID) or "").strip()
@@ -137,17 +212,19 @@ def verify_notification(state: Any, headers: Mapping[str, str]) -> Verdict:
         return _bad("bad_request", 400, "oversized X-Goog-* header")
     if resource_state != "sync" and resource_state not in CHANGE_STATES:
         return _bad("unsupported_state", 400, "unsupported X-Goog-Resource-State")
-    channel = state.verify_channel(channel_id, token)
-    if channel is None:
-        known = state.get_channel(channel_id)
-        if known is None:
-            return _bad("unknown_channel", 404, "unknown channel")
-        if not token or not hmac.compare_digest(known.token_hash, token_digest(token)):
-            return _bad("bad_token", 403, "channel token does not match")
+    known = cache.get(channel_id) if cache is not None else state.get_channel(channel_id)
+    expected = known.token_hash if known is not None else _NO_CHANNEL_DIGEST
+    token_ok = hmac.compare_digest(expected, token_digest(token)) and bool(token)
+    if known is None:
+        return _bad("unknown_channel", 404, "unknown channel")
+    if not token_ok:
+        return _bad("bad_token", 403, "channel token does not match")
+    if known.stopped_at is not None:
         if known.resource_id is not None and not hmac.compare_digest(
                 known.resource_id.encode(), resource_id.encode()):
             return _bad("bad_resource", 403, "resource id does not match the channel")
         return Verdict("stopped_channel", 410, "channel stopped", known, resource_state)
+    channel = known
     # A channel whose watch call has not returned yet has no resource id: its token alone
     # (256 random bits) identifies it.
     if channel.resource_id is not None and not hmac.compare_digest(
@@ -214,6 +291,7 @@ class ChannelManager:
         self._calendar_for = calendar_for
         self._address = address
         self._refusal_logged = False
+        self.cache = channel_cache(self.state)
 
     def calendar_for(self, doctor_id: int) -> g.CalendarClient:
         factory = self._calendar_for or self.rt.google_factory
@@ -314,7 +392,9 @@ class ChannelManager:
                 self.stop_at_google(channel)
             except g.GoogleError as err:
                 result.errors.append(f"channel {channel.channel_id}: {type(err).__name__}")
-        if self.state.mark_channel_stopped(channel.channel_id, now=now):
+        stopped = self.state.mark_channel_stopped(channel.channel_id, now=now)
+        self.cache.invalidate(channel.channel_id)
+        if stopped:
             result.stopped += 1
 
     def open_channel(self, doctor_id: int) -> Channel:
@@ -329,13 +409,16 @@ class ChannelManager:
                 CALENDAR_ID, channel_id, token, self.address, ttl=self.ttl_seconds)
         except BaseException:
             self.state.delete_channel(channel_id)
+            self.cache.invalidate(channel_id)
             raise
         resource_id = str(answer.get("resourceId") or "")
         expiration = expiration_from_ms(answer.get("expiration"))
         if not resource_id:
             self.state.delete_channel(channel_id)
+            self.cache.invalidate(channel_id)
             raise g.Permanent("events.watch answered without a resourceId")
         self.state.set_channel_watch(channel_id, resource_id=resource_id, expiration=expiration)
+        self.cache.invalidate(channel_id)
         log.info("doctor %s: push channel %s open until %s", doctor_id, channel_id,
                  expiration.isoformat() if expiration else "unknown")
         stored = self.state.get_channel(channel_id)
@@ -364,7 +447,9 @@ class ChannelManager:
                     self.stop_at_google(channel)
                 except g.GoogleError as err:
                     failures.append(f"{channel.channel_id}: {type(err).__name__}")
-            if self.state.mark_channel_stopped(channel.channel_id, now=now):
+            marked = self.state.mark_channel_stopped(channel.channel_id, now=now)
+            self.cache.invalidate(channel.channel_id)
+            if marked:
                 stopped += 1
         if failures:
             raise ChannelError("channels.stop failed for " + ", ".join(failures))

@@ -563,6 +563,7 @@ class InboundWorker:
         self.inbound = inbound
         self.min_interval = min_interval
         self._pending: set[int] = set()
+        self._marking: set[int] = set()  # due flag being written by a request thread
         self._stale: dict[str, Channel] = {}
         self._stale_seen: set[str] = set()
         self._cond = threading.Condition()
@@ -576,14 +577,24 @@ class InboundWorker:
     # -- called by the webhook ---------------------------------------------------------------
 
     def notify(self, doctor_id: int) -> bool:
-        """A change for ``doctor_id``; True when it started new work, False when coalesced."""
+        """A change for ``doctor_id``; True when it started new work, False when coalesced.
+
+        The doctor's due flag is written to the database once per worker round: while the
+        doctor is pending here (or another request thread is writing its flag), further
+        notifications only count as ``coalesced``.
+        """
         doctor_id = int(doctor_id)
         with self._cond:
             self.notified += 1
-            if doctor_id in self._pending:
+            if doctor_id in self._pending or doctor_id in self._marking:
                 self.coalesced += 1
                 return False
-        self.inbound.mark_due(doctor_id)  # survives this process; any scheduler picks it up
+            self._marking.add(doctor_id)
+        try:
+            self.inbound.mark_due(doctor_id)  # survives this process; any scheduler picks it up
+        finally:
+            with self._cond:
+                self._marking.discard(doctor_id)
         with self._cond:
             self._pending.add(doctor_id)
             self._cond.notify_all()

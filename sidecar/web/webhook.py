@@ -3,6 +3,8 @@
 The view only verifies and marks work due (``sidecar.sync.channels.verify_notification``, then
 the process's :class:`~sidecar.sync.inbound.InboundWorker`); it never calls Google, so it
 answers in a few milliseconds whatever the burst. Google sends no body; one is ignored.
+Channel records come from the process's ``ChannelCache`` (short TTL, dropped when this process
+stops or renews a channel), so a burst on known channels reads no database row.
 
 The worker is made lazily, on the first notification of this process, because a worker thread
 must be started after a pre-forking server has forked. Entry points and tests may install their
@@ -16,7 +18,7 @@ import threading
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from sidecar.sync.channels import ChannelManager, verify_notification
+from sidecar.sync.channels import ChannelManager, channel_cache, verify_notification
 from sidecar.sync.inbound import InboundSync, InboundWorker
 from sidecar.web.runtime_access import runtime
 
@@ -51,7 +53,7 @@ def worker_for(app: Flask) -> InboundWorker:
 @bp.post("/webhook/google")
 def google_push() -> Response:
     rt = runtime()
-    verdict = verify_notification(rt.state, request.headers)
+    verdict = verify_notification(rt.state, request.headers, cache=channel_cache(rt.state))
     rt.metrics.webhook_notifications.labels(outcome=verdict.outcome).inc()
     if verdict.channel is not None and verdict.outcome == "accepted":
         worker_for(current_app._get_current_object()).notify(  # type: ignore[attr-defined]

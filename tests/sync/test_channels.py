@@ -145,6 +145,7 @@ def test_a_channel_we_stopped_that_still_notifies_is_stopped_at_google(push):
     worker = push.new_worker()
     # Stopped here, but Google still has it (say the stop call failed during a renewal).
     w.runtime.state.mark_channel_stopped(channel.channel_id, now=w.clock.now())
+    push.channels.cache.invalidate(channel.channel_id)  # as the manager does when it stops
     w.google.user_edit_event(email, event["id"], {"description": "changed in Google"})
     got = [(d["state"], d["status"]) for d in push.deliver()
            if d["channel_id"] == channel.channel_id]

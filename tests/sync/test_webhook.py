@@ -146,3 +146,23 @@ def test_running_worker_coalesces_a_storm_off_the_request_thread(push, watched):
     assert syncs < 301
     assert push.world.mapping(booking.id)[0]["url"] == new["hangoutLink"]
     worker.close()
+
+
+def test_stopped_channel_is_rejected_even_when_cached_before_the_stop(push, watched):
+    from sidecar.sync.channels import channel_cache
+
+    doctor, email, _booking, _event, channel, token, worker = watched
+    good = {"X-Goog-Channel-ID": channel.channel_id, "X-Goog-Channel-Token": token,
+            "X-Goog-Resource-ID": channel.resource_id, "X-Goog-Resource-State": "exists"}
+    assert post(push, good) == 200
+    assert channel.channel_id in channel_cache(push.world.runtime.state)  # served from memory
+    worker.run_pending()
+    lists_before = len(lists(push, email))
+
+    assert push.channels.stop_doctor(doctor) == 1
+    assert post(push, good) == 410
+    assert post(push, {**good, "X-Goog-Channel-Token": "x" + token[1:]}) == 403
+    assert worker.notified == 1  # only the notification before the stop
+    worker.run_pending()
+    assert doctor not in push.inbound.due_doctors()
+    assert len(lists(push, email)) == lists_before
