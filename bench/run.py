@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import b_backfill, b_calls, b_latency, b_memory, b_poll, b_webhook
+from bench import b_backfill, b_calls, b_edit, b_latency, b_memory, b_poll, b_webhook
 from bench.env import machine
 from bench.gen_db import ensure_big_database
 
@@ -35,6 +35,7 @@ FULL: dict[str, dict[str, Any]] = {
     "poll": {"polls": 200, "booked_polls": 20, "reconciles": 4},
     "memory": {"total": 100_000, "rounds": 10, "doctors": 100, "workers": 32},
     "webhook": {"doctors": 20, "seconds": 10.0, "threads": 8},
+    "edit": {"doctors": 10, "edits": 50},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "latency": {"rate": 10.0, "seconds": 2.0, "latency": 0.3, "doctors": 5, "poll": 0.25,
@@ -47,6 +48,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "poll": {"polls": 20, "booked_polls": 3, "reconciles": 2},
     "memory": {"total": 200, "rounds": 2, "doctors": 5, "workers": 8},
     "webhook": {"doctors": 3, "seconds": 1.0, "threads": 4},
+    "edit": {"doctors": 2, "edits": 3},
 }
 
 
@@ -116,6 +118,9 @@ def run_all(quick: bool, runs: int, heavy_runs: int, only: set[str] | None = Non
     if want("webhook"):
         results["webhook"] = timed("webhook", lambda: _median_runs(
             lambda: b_webhook.run(**scale["webhook"]), runs, ["rate_per_s"]))
+    if want("edit"):
+        results["edit"] = timed("edit", lambda: _median_runs(
+            lambda: b_edit.run(**scale["edit"]), runs, ["p50_ms", "p90_ms", "max_ms"]))
     if want("memory"):
         results["memory"] = timed("memory", lambda: _median_runs(
             lambda: b_memory.run_isolated(**scale["memory"]), heavy_runs,
@@ -194,6 +199,14 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 "≥ 1,000 notifications/s, coalesced",
                 (wh.get("rate_per_s") or 0) >= 1000
                 and wh["doctor_syncs"] <= wh["worker_rounds"] * wh["channels"]))
+    ed = r.get("edit")
+    if ed:
+        out.append(Row(
+            f"Google edit → mapping row updated (push, webhook, incremental sync; "
+            f"{ed['edits']} Meet-link regenerations over {ed['doctors']} doctors)",
+            f"p50 {_fmt(ed['p50_ms'], ' ms')}, p90 {_fmt(ed['p90_ms'], ' ms')}, "
+            f"max {_fmt(ed['max_ms'], ' ms')}",
+            "(no target; reported)", None))
     me = r.get("memory")
     if me:
         out.append(Row(
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs of the light benchmarks")
     p.add_argument("--heavy-runs", type=int, default=1, help="runs of backfill and memory")
     p.add_argument("--only", action="append",
-                   choices=["latency", "backfill", "calls", "poll", "webhook", "memory"],
+                   choices=["latency", "backfill", "calls", "poll", "webhook", "edit", "memory"],
                    help="run only these benchmarks (repeatable)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("mysql_server")
 
 EXPECTED = ("booking → Meet link", "backfill", "Google calls per new meeting",
             "new-appointment poll", "upcoming-window reconcile", "webhook intake",
-            "resident memory")
+            "Google edit → mapping row updated", "resident memory")
 
 
 def test_quick_mode_prints_every_row_and_writes_json(tmp_path: Path,
@@ -34,6 +34,8 @@ def test_quick_mode_prints_every_row_and_writes_json(tmp_path: Path,
     lat = results["latency"]
     assert lat["linked"] == lat["bookings"] > 0
     assert math.isfinite(lat["p50_s"]) and lat["p99_s"] >= lat["p50_s"]
+    edit = results["edit"]
+    assert 0 < edit["p50_ms"] <= edit["p90_ms"] <= edit["max_ms"]
     bf = results["backfill"]
     assert bf["synced"] == bf["appointments"] and bf["rate_per_s"] > 0
     assert bf["baseline_rate_per_s"] > 0 and bf["ratio_to_sequential"] > 0
