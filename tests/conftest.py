@@ -14,6 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from sidecar.clock import FakeClock
+from sidecar.db import create_engine
+from sidecar.state import StateStore
+from wp_schema.ddl import create_site
+from wp_schema.names import TableNames
+from wp_schema.reflect import SiteSchema
 
 MYSQL_SERVER_URL = os.environ.get("KCSC_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 
@@ -49,6 +54,21 @@ def new_mysql_database(mysql_server: sa.Engine) -> Iterator[Callable[[], str]]:
     with mysql_server.begin() as conn:
         for name in created:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture(scope="module")
+def accounts_site(
+    new_mysql_database: Callable[[], str],
+) -> Iterator[tuple[sa.Engine, SiteSchema, StateStore]]:
+    """WordPress core tables (no KiviCare) and the sidecar's own tables: enough for tokens,
+    connection state and Google calls."""
+    engine = create_engine(new_mysql_database())
+    names = TableNames()
+    create_site(engine, names, kivicare=None, mapping_shape=None)
+    state = StateStore(engine, names)
+    state.migrate()
+    yield engine, SiteSchema.load(engine, names), state
+    engine.dispose()
 
 
 @pytest.fixture

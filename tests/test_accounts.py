@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,9 +36,7 @@ from sidecar.emulator.testing import grant
 from sidecar.google_api import AuthRevoked, Transient
 from sidecar.oauth import TokenResponse
 from sidecar.state import StateStore
-from wp_schema.ddl import create_site
 from wp_schema.meta import UserMeta
-from wp_schema.names import TableNames
 from wp_schema.reflect import SiteSchema
 
 CLIENT_ID = "kc-accounts-test.apps.googleusercontent.com"
@@ -47,18 +45,6 @@ PUBLIC_URL = "http://clinic.test/kc-sidecar"
 CAL = "https://www.googleapis.com/auth/calendar"
 
 _doctor_ids = itertools.count(100)
-
-
-@pytest.fixture(scope="module")
-def site(new_mysql_database: Callable[[], str]
-         ) -> Iterator[tuple[sa.Engine, SiteSchema, StateStore]]:
-    engine = create_engine(new_mysql_database())
-    names = TableNames()
-    create_site(engine, names, kivicare=None, mapping_shape=None)
-    state = StateStore(engine, names)
-    state.migrate()
-    yield engine, SiteSchema.load(engine, names), state
-    engine.dispose()
 
 
 class World:
@@ -115,14 +101,14 @@ class World:
 
 
 @pytest.fixture
-def world(site: tuple[sa.Engine, SiteSchema, StateStore], clock: FakeClock
+def world(accounts_site: tuple[sa.Engine, SiteSchema, StateStore], clock: FakeClock
           ) -> Iterator[World]:
     app = create_emulator_app(EmulatorConfig(
         clients={CLIENT_ID: (CLIENT_SECRET, [PUBLIC_URL + "/oauth/callback"])},
         testing=True, clock=clock, push_mode="manual"))
     running = run_in_thread(app)
     try:
-        yield World(*site, running.url, app, clock)
+        yield World(*accounts_site, running.url, app, clock)
     finally:
         running.stop()
 

@@ -9,7 +9,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,6 @@ from sidecar.accounts import (
 )
 from sidecar.clock import FakeClock
 from sidecar.config import GoogleSettings, Settings, SidecarSettings
-from sidecar.db import create_engine
 from sidecar.emulator import EmulatorConfig, create_emulator_app, run_in_thread
 from sidecar.emulator.errors import FAULT_KINDS
 from sidecar.emulator.testing import grant
@@ -52,9 +51,7 @@ from sidecar.google_api import (
 )
 from sidecar.ratelimit import RateLimiter
 from sidecar.state import StateStore
-from wp_schema.ddl import create_site
 from wp_schema.meta import UserMeta
-from wp_schema.names import TableNames
 from wp_schema.reflect import SiteSchema
 
 CLIENT_ID = "kc-api-test.apps.googleusercontent.com"
@@ -92,18 +89,6 @@ class Recorder:
 
     def metric(self, method: str, status: int | str) -> None:
         self.calls.append((method, status))
-
-
-@pytest.fixture(scope="module")
-def site(new_mysql_database: Callable[[], str]
-         ) -> Iterator[tuple[sa.Engine, SiteSchema, StateStore]]:
-    engine = create_engine(new_mysql_database())
-    names = TableNames()
-    create_site(engine, names, kivicare=None, mapping_shape=None)
-    state = StateStore(engine, names)
-    state.migrate()
-    yield engine, SiteSchema.load(engine, names), state
-    engine.dispose()
 
 
 class World:
@@ -149,13 +134,14 @@ class World:
 
 
 @pytest.fixture
-def world(site: tuple[sa.Engine, SiteSchema, StateStore], clock: FakeClock) -> Iterator[World]:
+def world(accounts_site: tuple[sa.Engine, SiteSchema, StateStore],
+          clock: FakeClock) -> Iterator[World]:
     app = create_emulator_app(EmulatorConfig(
         clients={CLIENT_ID: (CLIENT_SECRET, [PUBLIC_URL + "/oauth/callback"])},
         testing=True, clock=clock, push_mode="manual", conference_delay_seconds=0))
     running = run_in_thread(app)
     try:
-        yield World(site, running.url, app, clock)
+        yield World(accounts_site, running.url, app, clock)
     finally:
         running.stop()
 

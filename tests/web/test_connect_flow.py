@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from web_clinic import SITE_URL, Clinic, approve_at_emulator, query_of
+from web_clinic import SITE_URL, Clinic, approve_at_emulator, csrf_from, query_of
 
 from sidecar.google_api import AuthRevoked
 
@@ -23,12 +23,6 @@ TOKEN_META = "google_meet_access_token"
 @pytest.fixture(scope="module")
 def clinic(clinic_factory: Any) -> Clinic:
     return clinic_factory()
-
-
-def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "page has no CSRF token"
-    return match.group(1)
 
 
 def php_connection(clinic: Clinic, user_id: int) -> dict[str, Any]:

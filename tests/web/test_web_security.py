@@ -3,13 +3,12 @@ changes nothing in WordPress's user meta."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
 
 import pytest
 import requests
-from web_clinic import SITE_URL, Clinic, approve_at_emulator, query_of
+from web_clinic import SITE_URL, Clinic, approve_at_emulator, csrf_from, query_of
 
 from sidecar.web import create_app
 from sidecar.web.security import safe_return_url
@@ -27,10 +26,6 @@ def clinic(clinic_factory: Any) -> Clinic:
     clinic.wp.logout(clinic.ids["doc_one"], unquote_plus(logged_out).split("|")[2])
     clinic.extra.update(expired=expired, logged_out=logged_out)
     return clinic
-
-
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def snapshot(clinic: Clinic) -> dict[int, dict[str, str]]:

@@ -9,6 +9,7 @@ so every test also exercises prefix handling. Browsers are ``requests.Session`` 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -201,3 +202,9 @@ def clinic_factory(new_mysql_database: Callable[[], str]) -> Iterator[Callable[[
         clinic.runtime.engine.dispose()
         clinic.engine.dispose()
         clinic.wp.close()
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
