@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import re
 import shutil
@@ -199,7 +200,12 @@ def _php_normal(value: Any) -> Any:
 @given(_values)
 def test_serialize_unserialize_round_trip(value: Any) -> None:
     text = serialize(value)
-    assert is_serialized(text)
+    if isinstance(value, float) and math.isinf(value):
+        # WordPress's is_serialized() pattern for ``d:`` is [0-9.E+-]+: a bare ``d:INF;``
+        # (what PHP writes for an infinite float) is not recognised, inside an array it is.
+        assert not is_serialized(text)
+    else:
+        assert is_serialized(text)
     assert unserialize(text) == _php_normal(value)
 
 
