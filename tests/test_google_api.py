@@ -226,6 +226,9 @@ def test_watch_and_stop_channel(world: World) -> None:
 def test_the_discovery_service_is_built_once_per_endpoint(world: World) -> None:
     a, b = world.api(), world.api()
     assert a.service is b.service is calendar_service(world.settings.google.api_endpoint)
+    # googleapiclient makes a new collection (all methods, docstrings) per service.events():
+    # built once here, shared by every call
+    assert a.service.events() is b.service.events()
 
 
 # --- error taxonomy and retries ----------------------------------------------------------------
