@@ -22,10 +22,10 @@ from sidecar.sync.outbound import OutboundSync
 
 
 def run(*, appointments: int, doctors: int, latency: float, quota: int, workers: int,
-        baseline_sample: int) -> dict[str, Any]:
+        baseline_sample: int, per_doctor: int = 1) -> dict[str, Any]:
     with scratch_database() as url, EmulatorProcess(latency=latency, quota=quota) as emu:
         clinic = make_clinic(url, emu.url, doctors=doctors, max_workers=workers,
-                             pool_size=workers + 16)
+                             per_doctor=per_doctor, pool_size=workers + 16)
         try:
             first_day = datetime.now(UTC).date() + timedelta(days=2)
             bulk_book(clinic.engine, clinic.runtime.schema,
@@ -63,7 +63,7 @@ def run(*, appointments: int, doctors: int, latency: float, quota: int, workers:
             over_quota = len([r for r in emu.requests() if r.get("status") == 403])
             return {
                 "appointments": appointments, "doctors": doctors, "latency_s": latency,
-                "quota_per_min": quota, "workers": workers, "queued": queued,
+                "quota_per_min": quota, "workers": workers, "per_doctor": per_doctor, "queued": queued,
                 "reconcile_s": round(reconcile_s, 3),
                 "baseline_meetings": base.created, "baseline_s": round(baseline_s, 3),
                 "baseline_rate_per_s": round(baseline_rate, 2),

@@ -193,7 +193,8 @@ def connect_doctor(runtime: Runtime, engine: sa.Engine, doctor_id: int, email: s
 
 
 def make_clinic(url: str, emulator_url: str, *, doctors: int, sync: SyncSettings | None = None,
-                max_workers: int = 8, pool_size: int = 10, seed_site: bool = True,
+                max_workers: int = 8, per_doctor: int = 1, pool_size: int = 10,
+                seed_site: bool = True,
                 connect: bool = True, existing_doctors: list[tuple[int, int, str]] | None = None,
                 ) -> Clinic:
     """Runtime on the system clock and ``OutboundSync``; ``doctors`` new connected doctors
@@ -218,7 +219,8 @@ def make_clinic(url: str, emulator_url: str, *, doctors: int, sync: SyncSettings
             patient_id = int(conn.execute(sa.select(sa.func.max(users.c.ID))).scalar() or 0)
     runtime.site_url = SITE_URL
     clinic = Clinic(runtime, engine, kc,
-                    OutboundSync(runtime, runtime.google_factory, max_workers=max_workers),
+                    OutboundSync(runtime, runtime.google_factory, max_workers=max_workers,
+                                 per_doctor=per_doctor),
                     clinic_id, patient_id)
     if existing_doctors is not None:
         clinic.doctors = list(existing_doctors)

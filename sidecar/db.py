@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -26,10 +27,12 @@ class LockTimeout(Exception):
     """The named lock was not acquired within the timeout."""
 
 
-def create_engine(url: str, **kwargs: object) -> sa.Engine:
+def create_engine(url: str, *, idle_ping_seconds: float | None = None,
+                  **kwargs: object) -> sa.Engine:
     """An engine tuned for a long-running service beside WordPress.
 
-    ``pool_pre_ping`` survives MariaDB restarts; SQLite gets WAL and a busy timeout so the web
+    MariaDB/MySQL: connections idle for a while are pinged before use (survives MariaDB
+    restarts, see :func:`_ping_when_idle`); SQLite gets WAL and a busy timeout so the web
     threads and the scheduler can share the demo database.
     """
     if url.startswith("sqlite"):
@@ -44,9 +47,47 @@ def create_engine(url: str, **kwargs: object) -> sa.Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_recycle", 3600)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, IDLE_PING_SECONDS if idle_ping_seconds is None
+                        else idle_ping_seconds)
+    return engine
+
+
+#: a pooled connection idle longer than this is pinged before it is handed out
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: sa.Engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling without a round trip on every checkout.
+
+    ``pool_pre_ping`` pings on *every* checkout; the sync engine checks connections out several
+    times per meeting, so those pings were a large share of its database round trips. A
+    connection used within the last ``idle_seconds`` was alive a moment ago; one idle longer
+    (the case of a MariaDB restart or a server-side timeout) is pinged, and a failed ping makes
+    the pool replace it (``DisconnectionError``, SQLAlchemy's documented custom-ping hook). A
+    server that dies while a connection is in hot use fails that statement; SQLAlchemy then
+    invalidates the whole pool and the work item is retried, as with ``pool_pre_ping``.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _remember_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["kcsc_checked_in"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("kcsc_checked_in")
+        if last is None or time.monotonic() - last < idle_seconds:
+            return  # new (just connected) or used a moment ago
+        try:
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as err:
+            raise sa.exc.DisconnectionError(f"idle connection failed its ping: {err}") from err
 
 
 def _mysql_lock_name(engine: sa.Engine, name: str) -> str:
