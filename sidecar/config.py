@@ -217,6 +217,7 @@ class SyncSettings(_MaskedRepr):
     )
     per_doctor_calls_per_minute: int = _key(500, "int", example="500", minimum=1)
     workers: int = _key(8, "int", example="8", minimum=1)
+    per_doctor: int = _key(2, "int", example="2", minimum=1)
 
 
 SECTIONS: dict[str, type] = {

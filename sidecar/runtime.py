@@ -138,8 +138,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *,
 
     settings.require("database.url", "sidecar.secret_key")
     clock = clock or SystemClock()
-    # Two connections per outbound worker (its doctor lock and its work) plus the web threads
-    # and the scheduler's own jobs.
+    # Room for every outbound worker twice over (a worker mostly holds one connection at a
+    # time), the web threads and the scheduler's own jobs: a pool smaller than the workers
+    # makes SQLAlchemy open and close overflow connections on the hot path.
     engine = engine or create_engine(str(settings.database.url),
                                      pool_size=2 * settings.sync.workers + 4, max_overflow=10)
     names: TableNames = settings.database.table_names()

@@ -113,7 +113,8 @@ class SyncScheduler:
         if calendar_for is None:
             raise ValueError("the runtime has no Google client factory")
         self.outbound = outbound or OutboundSync(runtime, calendar_for,
-                                                 max_workers=runtime.settings.sync.workers)
+                                                 max_workers=runtime.settings.sync.workers,
+                                                 per_doctor=runtime.settings.sync.per_doctor)
         self.drain_seconds = drain_seconds
         self.extra_jobs = inbound_jobs(runtime, calendar_for) if with_inbound else []
         self._stopping = threading.Event()

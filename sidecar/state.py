@@ -120,6 +120,7 @@ class StateTables:
             sa.Index(f"ix_{name('items')}_doctor", "doctor_id"),
             sa.Index(f"ix_{name('items')}_event", "event_id"),
             sa.Index(f"ix_{name('items')}_claim", "claim_token"),
+            sa.Index(f"ix_{name('items')}_lease", "claimed_until"),
             **_MYSQL_OPTS,
         )
         self.cursor = sa.Table(
@@ -197,11 +198,20 @@ def _m3_oauth_states(conn: sa.Connection, tables: StateTables) -> None:
     oauth_states_table(sa.MetaData(), tables.names).create(conn, checkfirst=True)
 
 
+def _m4_lease_index(conn: sa.Connection, tables: StateTables) -> None:
+    """Index on ``items.claimed_until``: claims look up doctors busy in other replicas."""
+    index = next(i for i in tables.items.indexes if i.name and i.name.endswith("_lease"))
+    if index.name in {i["name"] for i in sa.inspect(conn).get_indexes(tables.items.name)}:
+        return
+    index.create(conn)
+
+
 # Append only; never edit an applied migration. Each must be idempotent (see module docstring).
 MIGRATIONS: tuple[tuple[int, str, Migration], ...] = (
     (1, "initial tables", _m1_initial),
     (2, "items.source_hash", _m2_source_hash),
     (3, "oauth_states", _m3_oauth_states),
+    (4, "items lease index", _m4_lease_index),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -535,11 +545,17 @@ class StateStore:
         lease_seconds: float,
         *,
         doctor_ids: Sequence[int] | None = None,
+        per_doctor: int | None = None,
     ) -> list[Item]:
         """Atomically lease up to ``limit`` due items, oldest ``next_attempt_at`` first.
 
         Two workers never receive the same item while its lease runs. A lease that ran out
-        makes the item claimable again (the worker probably crashed).
+        makes the item claimable again (the worker probably crashed). With ``per_doctor``,
+        doctors for whom *other* workers hold that many unexpired leases are skipped, so
+        replicas share a doctor's concurrency instead of each using all of it. This costs one
+        indexed lookup per claim, not a lock per item; two replicas claiming in the same
+        instant may still both take one doctor's items (a soft bound: per-item leases are what
+        keep the work exactly-once).
         """
         if limit <= 0:
             return []
@@ -550,11 +566,19 @@ class StateStore:
         due = self._due(stamp)
         if doctor_ids is not None:
             due = sa.and_(due, t.c.doctor_id.in_(list(doctor_ids)))
+        pick = due
+        if per_doctor is not None:
+            busy = t.alias("busy")
+            pick = sa.and_(due, t.c.doctor_id.not_in(
+                sa.select(busy.c.doctor_id)
+                .where(busy.c.claimed_until > stamp, busy.c.claimed_by != worker_id[:191])
+                .group_by(busy.c.doctor_id)
+                .having(sa.func.count() >= per_doctor)))
         for attempt in range(5):
             try:
                 with self.engine.begin() as c:
                     candidates = c.execute(
-                        sa.select(t.c.appointment_id).where(due)
+                        sa.select(t.c.appointment_id).where(pick)
                         .order_by(t.c.next_attempt_at, t.c.appointment_id).limit(limit)
                     ).scalars().all()
                     if not candidates:

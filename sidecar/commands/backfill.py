@@ -132,7 +132,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     runtime = build_runtime(settings)
     try:
         outbound = OutboundSync(runtime, runtime.google_factory,  # type: ignore[arg-type]
-                                max_workers=settings.sync.workers)
+                                max_workers=settings.sync.workers,
+                                per_doctor=settings.sync.per_doctor)
         targets = queue_backfill(runtime, outbound, getattr(args, "from_date", None))
         bar = ProgressBar(len(targets))
         states = settle(runtime, outbound, targets, bar) if targets else {}

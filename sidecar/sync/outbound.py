@@ -16,7 +16,6 @@ the event), on the item's ``event_id`` being stored *before* the insert is sent,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -38,7 +37,6 @@ from sidecar.appointments import (
     MappingRow,
     facts_fingerprint,
 )
-from sidecar.db import LockTimeout, named_lock
 from sidecar.meetings import (
     AppointmentDataError,
     appointment_window,
@@ -63,8 +61,6 @@ CONFERENCE_POLL_DELAYS = (0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 900.0
 PERMANENT_FAILURE_RETRY = timedelta(hours=6)
-#: how long an item waits when another replica is working for the same doctor
-DOCTOR_BUSY_DELAY = timedelta(seconds=1)
 
 CalendarFactory = Callable[[int], g.CalendarClient]
 
@@ -145,7 +141,8 @@ class OutboundSync:
         self.calendar_for = calendar_for
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.max_workers = max_workers
-        #: items of one doctor worked at the same time (never one appointment twice: leases)
+        #: items of one doctor worked at the same time, in this process and (softly, through
+        #: the claim) across replicas; never one appointment twice: that is the leases' job
         self.per_doctor = max(1, per_doctor)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_guard = threading.Lock()
@@ -353,7 +350,9 @@ class OutboundSync:
         return total
 
     def _claim(self, want: int) -> list[Item]:
-        return self.state.claim_due_items(self.now(), want, self.worker_id, self.lease_seconds)
+        # Doctors that other replicas are already working at full concurrency are skipped.
+        return self.state.claim_due_items(self.now(), want, self.worker_id, self.lease_seconds,
+                                          per_doctor=self.per_doctor)
 
     def _executor(self) -> ThreadPoolExecutor:
         """One pool per engine, reused across runs (threads keep their HTTP connections)."""
@@ -393,15 +392,7 @@ class OutboundSync:
         now = self.now()
         extra = {"appointment_id": claim.appointment_id, "doctor_id": claim.doctor_id}
         try:
-            # With ``per_doctor=1`` one doctor's work is serialised across replicas too: a
-            # replica that finds the doctor busy hands the item back for a moment.
-            doctor_lock = (named_lock(self.engine, f"kcsc_doctor_{claim.doctor_id}", timeout=0)
-                           if self.per_doctor == 1 else contextlib.nullcontext())
-            with doctor_lock:
-                self._apply(claim, result, context)
-        except LockTimeout:
-            result.processed = 0
-            self.state.release(claim, now=now, next_attempt_at=now + DOCTOR_BUSY_DELAY)
+            self._apply(claim, result, context)
         except _Reschedule as again:
             self.state.release(claim, now=now, state=again.state,
                                next_attempt_at=now + timedelta(seconds=again.delay),

@@ -225,20 +225,29 @@ def test_php_row_pointing_at_a_deleted_event_is_replaced_once(world):
     assert world.runtime.state.get_item(booking.id).event_version == 1
 
 
-def test_a_doctor_busy_in_another_replica_is_handed_back_not_worked_twice(world):
-    """per_doctor=1: the doctor lock is cross-process (GET_LOCK); a busy doctor's item waits."""
-    from sidecar.db import named_lock
-
-    doctor, service, email = world.doctor()
-    booking = world.book(doctor, service)
+def test_a_doctor_busy_in_another_replica_is_left_to_it_others_are_worked(world):
+    """per_doctor=1 across replicas: while another replica holds a lease on one of a doctor's
+    items, this replica's claims skip that doctor's other items (and take other doctors')."""
+    busy_doctor, busy_service, busy_email = world.doctor()
+    free_doctor, free_service, free_email = world.doctor()
+    held = world.book(busy_doctor, busy_service)
+    waiting = world.book(busy_doctor, busy_service)
+    other = world.book(free_doctor, free_service)
     world.outbound.scan_new()
-    with named_lock(world.engine, f"kcsc_doctor_{doctor}", timeout=1):  # the other replica
-        result = world.outbound.process_due()
-        assert result.processed == 0
-        assert world.calls("events.insert") == []
-        item = world.runtime.state.get_item(booking.id)
-        assert item.state == "pending" and item.claim_token is None
-        assert item.next_attempt_at > world.clock.now()
+    state = world.runtime.state
+    [lease] = state.claim_due_items(world.clock.now(), 1, "other-replica:1", 120.0,
+                                    doctor_ids=[busy_doctor])
+    assert lease.appointment_id == held.id
+
+    result = world.outbound.process_due()
+    assert result.created == 1  # only the free doctor's appointment
+    assert len(world.mapping(other.id)) == 1
+    assert not live(world.events(busy_email))
+    item = state.get_item(waiting.id)
+    assert item.state == "pending" and item.claim_token is None
+
+    state.release(lease, now=world.clock.now())  # the other replica stops (or its lease ends)
     world.settle()
-    assert len(live(world.events(email))) == 1
-    assert len(world.mapping(booking.id)) == 1
+    assert len(live(world.events(busy_email))) == 2
+    assert len(live(world.events(free_email))) == 1
+    assert len(world.mapping(waiting.id)) == 1
