@@ -129,14 +129,38 @@ class SyncScheduler:
     def scan(self) -> CycleResult | None:
         """New appointments since the last scan, then process what is due. ``None`` when
         another worker holds the scan lock (this run is skipped)."""
+        result = self.scan_only()
+        if result is not None:
+            result.merge(self.drain())
+        return result
+
+    def scan_only(self) -> CycleResult | None:
+        """New appointments since the last scan, without processing them; ``None`` when
+        skipped. The periodic job runs this and wakes the drain job: a scan that drained
+        inline could not run again until its drain ended, and under a steady stream of
+        bookings that held new ones back by a whole drain round."""
         try:
             with named_lock(self.engine, SCAN_LOCK, timeout=0):
-                result = self.outbound.scan_new()
+                return self.outbound.scan_new()
         except LockTimeout:
             log.debug("scan skipped: another worker is scanning")
             return None
-        result.merge(self.drain())
-        return result
+
+    def _scan_job(self) -> None:
+        result = self.scan_only()
+        if result is not None and result.queued:
+            self._wake("drain")
+
+    def _wake(self, job_id: str) -> None:
+        """Run ``job_id`` now. If it is running already, APScheduler skips this run; a running
+        drain looks for newly due items itself (``OutboundSync.process_due`` with a limit)."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        try:
+            scheduler.modify_job(job_id, next_run_time=datetime.now(tz=UTC))
+        except Exception as err:  # the scheduler is shutting down; the next tick comes anyway
+            log.debug("could not wake %s: %s", job_id, type(err).__name__)
 
     def drain(self) -> CycleResult:
         """Process due items in small rounds until none is due or the scheduler stops."""
@@ -211,7 +235,7 @@ class SyncScheduler:
         poll = float(sync.poll_seconds)
         reconcile = float(sync.reconcile_seconds)
         return [
-            JobSpec("scan", self.scan, poll, jitter=min(0.5, poll / 10)),
+            JobSpec("scan", self._scan_job, poll, jitter=min(0.5, poll / 10)),
             JobSpec("drain", self.drain, self.drain_seconds),
             JobSpec("reconcile", self.reconcile, reconcile, jitter=min(5.0, reconcile / 10)),
             JobSpec("retry", self.retry, float(sync.retry_seconds),

@@ -149,3 +149,25 @@ def test_real_scheduler_starts_processes_and_stops(world, sched):
         sched.stop()
     assert not sched.running
     assert "scheduler" in world.runtime.readiness()
+
+
+def test_a_scan_that_finds_a_booking_wakes_the_drain_at_once(world):
+    """The periodic scan does not drain inline (a long drain would hold back the next scan);
+    it wakes the drain job, so a new booking does not wait for the drain's own interval."""
+    sched = SyncScheduler(world.runtime, outbound=world.outbound, with_inbound=False,
+                          drain_seconds=3600)
+    doctor, service, _ = world.doctor()
+    sched.start()
+    try:
+        deadline = systime.monotonic() + 10
+        while not {"drain", "reconcile"} <= set(sched.last_ok) and systime.monotonic() < deadline:
+            # the first runs (at start) are over: the next drain is in 1 h, the next reconcile
+            # (which drains too) in a minute
+            systime.sleep(0.02)
+        booking = world.book(doctor, service)
+        deadline = systime.monotonic() + 10
+        while meet_url(world, booking.id) is None and systime.monotonic() < deadline:
+            systime.sleep(0.05)
+        assert meet_url(world, booking.id) is not None
+    finally:
+        sched.stop()

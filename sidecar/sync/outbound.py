@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 CURSOR_LAST_ID = "outbound.last_appointment_id"
 #: seconds between polls of a pending conference; bounded, then a new create request
 CONFERENCE_POLL_DELAYS = (0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+#: while items are in flight and the queue looked empty, how often process_due looks again
+RECHECK_SECONDS = 0.05
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 900.0
 PERMANENT_FAILURE_RETRY = timedelta(hours=6)
@@ -316,19 +319,29 @@ class OutboundSync:
         inflight: dict[Future[CycleResult], Item] = {}
         busy: Counter[int] = Counter()
         claimed, more, cap = 0, True, 2 * self.max_workers
+        recheck_at = 0.0
         while True:
             room = cap - len(inflight) - len(backlog)
             if limit is not None:
                 room = min(room, limit - claimed)
-            if more and room > 0 and (room >= self.max_workers or not (inflight or backlog)):
+            # With a limit (the scheduler's drain rounds): once the queue looked empty, look
+            # again every RECHECK_SECONDS while items are in flight, so bookings noticed
+            # meanwhile start at once instead of after this round. Without one, a run works
+            # what was due when it looked (an item that keeps rescheduling itself at once
+            # cannot keep it going).
+            recheck = (limit is not None and not more and bool(inflight) and room > 0
+                       and time.monotonic() >= recheck_at)
+            if recheck or (more and room > 0
+                           and (room >= self.max_workers or not (inflight or backlog))):
                 want = min(self.batch_size, room)
                 claims = self._claim(want)
                 claimed += len(claims)
                 if claims:
                     ctx = self._context(claims)
                     backlog.extend((item, ctx) for item in claims)
-                if len(claims) < want or (limit is not None and claimed >= limit):
-                    more = False
+                more = len(claims) >= want and (limit is None or claimed < limit)
+                if not more:
+                    recheck_at = time.monotonic() + RECHECK_SECONDS
             waiting: list[tuple[Item, _Context]] = []
             while backlog and len(inflight) < self.max_workers:
                 item, ctx = backlog.popleft()
@@ -342,7 +355,8 @@ class OutboundSync:
                 if more:
                     continue
                 break
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            timeout = None if more or limit is None else max(0.0, recheck_at - time.monotonic())
+            done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
             for fut in done:
                 item = inflight.pop(fut)
                 busy[item.doctor_id] -= 1
