@@ -34,7 +34,8 @@ FULL: dict[str, dict[str, Any]] = {
     "big_db": {"total": 1_000_000, "upcoming": 100_000, "db_name": "kcsc_bench_big"},
     "poll": {"polls": 200, "booked_polls": 20, "reconciles": 4},
     "memory": {"total": 100_000, "rounds": 10, "doctors": 100, "workers": 32},
-    "webhook": {"doctors": 20, "seconds": 10.0, "threads": 8},
+    "webhook": {"doctors": 20, "seconds": 10.0, "threads": 8,
+                "variants": ("gunicorn_no_access_log", "werkzeug")},
     "edit": {"doctors": 10, "edits": 50},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -47,7 +48,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "big_db": {"total": 5_000, "upcoming": 500, "db_name": "kcsc_bench_quick"},
     "poll": {"polls": 20, "booked_polls": 3, "reconciles": 2},
     "memory": {"total": 200, "rounds": 2, "doctors": 5, "workers": 8},
-    "webhook": {"doctors": 3, "seconds": 1.0, "threads": 4},
+    "webhook": {"doctors": 3, "seconds": 1.0, "threads": 4,
+                "variants": ("gunicorn_no_access_log", "werkzeug")},
     "edit": {"doctors": 2, "edits": 3},
 }
 
@@ -117,7 +119,9 @@ def run_all(quick: bool, runs: int, heavy_runs: int, only: set[str] | None = Non
         results["poll"] = timed("poll+reconcile", poll)
     if want("webhook"):
         results["webhook"] = timed("webhook", lambda: _median_runs(
-            lambda: b_webhook.run(**scale["webhook"]), runs, ["rate_per_s"]))
+            lambda: b_webhook.run(**scale["webhook"]), runs,
+            ["rate_per_s", "server_cpu_pct", "client_cpu_pct", "load_avg_1m",
+             *(f"{v}_rate_per_s" for v in scale["webhook"]["variants"])]))
     if want("edit"):
         results["edit"] = timed("edit", lambda: _median_runs(
             lambda: b_edit.run(**scale["edit"]), runs, ["p50_ms", "p90_ms", "max_ms"]))
@@ -191,11 +195,17 @@ def rows(r: dict[str, Any]) -> list[Row]:
             out.append(Row("webhook intake", f"n/a: {wh['reason']}",
                            "≥ 1,000 notifications/s, coalesced", None))
         else:
+            others = "; ".join(
+                f"{label} {_fmt(wh[key], '/s')}" for key, label in (
+                    ("gunicorn_no_access_log_rate_per_s", "without access log"),
+                    ("werkzeug_rate_per_s", "werkzeug dev server"))
+                if isinstance(wh.get(key), int | float))
             out.append(Row(
-                f"webhook intake ({wh['channels']} channels, {wh['threads']} client threads)",
+                f"webhook intake ({wh['channels']} channels, {wh['threads']} client connections, "
+                f"{wh.get('server', 'sidecar')})",
                 f"{_fmt(wh.get('rate_per_s'), '/s')} 2xx; {wh['worker_notified']:,} "
                 f"notifications → {wh['doctor_syncs']} doctor syncs "
-                f"({wh['worker_rounds']} worker rounds)",
+                f"({wh['worker_rounds']} sync rounds)" + (f" [{others}]" if others else ""),
                 "≥ 1,000 notifications/s, coalesced",
                 (wh.get("rate_per_s") or 0) >= 1000
                 and wh["doctor_syncs"] <= wh["worker_rounds"] * wh["channels"]))
