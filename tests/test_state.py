@@ -142,6 +142,39 @@ def test_claim_returns_due_items_oldest_first_and_leases_them(store):
     assert store.claim_due_items(NOW, 10, "w3", 60) == []
 
 
+def test_a_claim_that_loses_its_candidates_to_a_concurrent_claim_takes_others(store):
+    """Two replicas read the same oldest due items; the one whose update comes second must not
+    come back empty-handed (its caller would take the queue for empty and stop)."""
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite (demo) has one writer process; the race needs a second one")
+    seed(store, 10)
+    taken: list[list[int]] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def competitor_first(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE") and not taken:
+            other = StateStore(sa.create_engine(store.engine.url), TableNames("wp_"), None)
+            taken.append([i.appointment_id for i in other.claim_due_items(NOW, 5, "w2", 60)])
+            other.engine.dispose()
+
+    try:
+        mine = [i.appointment_id for i in store.claim_due_items(NOW, 5, "w1", 60)]
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", competitor_first)
+    assert taken == [[1, 2, 3, 4, 5]]
+    assert mine == [6, 7, 8, 9, 10]
+
+
+def test_per_doctor_claims_skip_doctors_other_workers_keep_busy(store):
+    for appt, doctor in ((1, 7), (2, 7), (3, 8), (4, 8), (5, 9)):
+        store.ensure_item(appt, doctor, now=NOW)
+    assert [i.appointment_id for i in store.claim_due_items(NOW, 1, "w2", 60)] == [1]
+    mine = store.claim_due_items(NOW, 10, "w1", 60, per_doctor=1)
+    assert [i.appointment_id for i in mine] == [3, 4, 5]  # doctor 7 is w2's; own leases count not
+    assert [i.appointment_id for i in store.claim_due_items(
+        NOW, 10, "w1", 60, per_doctor=2)] == [2]  # two allowed: w2 holds one of doctor 7's
+
+
 def test_parked_states_are_not_claimed(store):
     seed(store, 4)
     store.upsert_item(1, state="failed")
