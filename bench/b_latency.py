@@ -1,8 +1,8 @@
 """Booking → Meet link latency under a steady booking rate, real time and real HTTP.
 
 A writer thread books telemedicine appointments (as KiviCare's PHP does) at ``rate`` per second
-for ``seconds``; the service's own scheduler (``sidecar.scheduler.Scheduler``: scan every
-``poll`` seconds, drain every 0.5 s, reconcile, retry) runs the engine; a watcher reads new
+for ``seconds``; the service's own scheduler (``sidecar.scheduler.SyncScheduler``: scan every
+``poll`` seconds, which wakes the drain; reconcile, retry) runs the engine; a watcher reads new
 mapping rows every 10 ms. Latency = first sight of the appointment's mapping row
 (which carries the Meet link) − the booking's commit.
 """
@@ -17,36 +17,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.engine_loop import EngineLoop
 from bench.env import EmulatorProcess, make_clinic, percentile, scratch_database
 from sidecar.config import SyncSettings
-
-
-def _start_engine(runtime: Any, outbound: Any, poll: float, drain_batch: int | None) -> Any:
-    """The service's scheduler when it exists, else the bench's minimal loop.
-
-    ``drain_batch``: items per drain round (``sidecar.scheduler.DRAIN_BATCH``, 16 as shipped);
-    each round ends when its slowest item does, so a round must hold more items than the
-    workers to keep them busy. None keeps the shipped value."""
-    try:
-        from sidecar import scheduler as sched
-    except ImportError:
-        return EngineLoop(outbound, poll).start()
-    if drain_batch is not None:
-        sched.DRAIN_BATCH = drain_batch  # read by SyncScheduler.drain at every round
-    scheduler = sched.SyncScheduler(runtime, outbound=outbound, with_inbound=False)
-    scheduler.start()
-    return scheduler
+from sidecar.scheduler import SyncScheduler
 
 
 def run(*, rate: float, seconds: float, latency: float, doctors: int, poll: float,
-        workers: int, drain_batch: int | None = None) -> dict[str, Any]:
+        workers: int) -> dict[str, Any]:
     with scratch_database() as url, EmulatorProcess(latency=latency) as emu:
-        # poll below one second: the config key is an int >= 1, the dataclass takes a float
         clinic = make_clinic(url, emu.url, doctors=doctors, max_workers=workers,
-                             pool_size=workers + 16,
-                             sync=SyncSettings(settle_seconds=0,
-                                               poll_seconds=poll))  # type: ignore[arg-type]
+                             pool_size=2 * workers + 4,
+                             sync=SyncSettings(settle_seconds=0, poll_seconds=poll))
         try:
             ob = clinic.outbound
             ob.scan_new()
@@ -74,7 +55,8 @@ def run(*, rate: float, seconds: float, latency: float, doctors: int, poll: floa
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            engine = _start_engine(clinic.runtime, ob, poll, drain_batch)
+            engine = SyncScheduler(clinic.runtime, outbound=ob, with_inbound=False)
+            engine.start()
             day = datetime.now(UTC).date() + timedelta(days=3)
             total = int(rate * seconds)
             t0 = systime.perf_counter()
@@ -95,7 +77,6 @@ def run(*, rate: float, seconds: float, latency: float, doctors: int, poll: floa
             deadline = systime.perf_counter() + 60
             while len(mapped) < len(booked) and systime.perf_counter() < deadline:
                 systime.sleep(0.05)
-            cycles = engine.cycles if isinstance(engine, EngineLoop) else None
             engine.stop()
             ob.close()
             stop_watch.set()
@@ -110,8 +91,7 @@ def run(*, rate: float, seconds: float, latency: float, doctors: int, poll: floa
                 "arrival_s": round(arrival_s, 2),
                 "achieved_rate": round(len(booked) / arrival_s, 1),
                 "emulator_latency_s": latency, "poll_s": poll, "workers": workers,
-                "doctors": doctors, "engine_cycles": cycles,
-                "engine": type(engine).__name__, "drain_batch": drain_batch,
+                "doctors": doctors,
                 "states": states, "errors": errors,
                 "p50_s": round(percentile(lat, 50), 3), "p90_s": round(percentile(lat, 90), 3),
                 "p99_s": round(percentile(lat, 99), 3),

@@ -242,6 +242,34 @@ def make_clinic(url: str, emulator_url: str, *, doctors: int, sync: SyncSettings
 
 # --- small helpers ---------------------------------------------------------------------------
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (Linux ``/proc``); None when
+    it cannot be read (no such process, not Linux)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # after "pid (comm)": state is field 3, utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def local_mariadb_pid() -> int | None:
+    """The pid of a MariaDB/MySQL server on this machine (None if there is none to see)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as fh:
+                if fh.read().strip() in ("mariadbd", "mysqld"):
+                    return int(entry)
+        except OSError:
+            continue
+    return None
+
+
 def rss_mb() -> float:
     """This process's resident set size in MiB (Linux ``/proc``)."""
     with open("/proc/self/status") as fh:
