@@ -36,8 +36,20 @@ SECRETS = (INVITE, CODE, STATE, INVITE[:20], STATE[:20], "AanSecretAuthCode")
 def app(environ: dict, start_response: object) -> list[bytes]:  # type: ignore[type-arg]
     if "boom" in environ.get("QUERY_STRING", ""):
         raise RuntimeError("the app failed")
+    if "forged" in environ.get("QUERY_STRING", ""):
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])  # type: ignore[operator]
+        return [b"no"]
     start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
     return [b"ok"]
+
+
+def post(url: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"),
+                                    timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def get(url: str) -> int:
@@ -122,6 +134,8 @@ def test_gunicorn_access_and_error_logs_are_scrubbed() -> None:
         base = f"http://127.0.0.1:{port}"
         assert [get(base + path) for path in PATHS] == [200, 200, 500]
         raw(port, f"GET /invite/{INVITE} HTTP/1.1 junk".encode())
+        assert post(base + "/kc-sidecar/webhook/google?n=accepted") == 200
+        assert post(base + "/kc-sidecar/webhook/google?n=forged") == 403
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -133,3 +147,7 @@ def test_gunicorn_access_and_error_logs_are_scrubbed() -> None:
     assert '"GET /kc-sidecar/oauth/callback?*** HTTP/1.1" 200' in out, out
     assert "Error handling request /kc-sidecar/oauth/callback?***" in err, err
     assert "the app failed" in err  # the error log still says what went wrong
+    # accepted push notifications are counted in /metrics, not logged one line each; a
+    # rejected one is logged
+    assert "webhook/google?n=accepted" not in out, out
+    assert '"POST /kc-sidecar/webhook/google?n=forged HTTP/1.1" 403' in out, out
