@@ -35,7 +35,7 @@ FULL: dict[str, dict[str, Any]] = {
     "poll": {"polls": 200, "booked_polls": 20, "reconciles": 4},
     "memory": {"total": 100_000, "rounds": 10, "doctors": 100, "workers": 32},
     "webhook": {"doctors": 20, "seconds": 10.0, "threads": 8,
-                "variants": ("gunicorn_no_access_log", "werkzeug")},
+                "variants": ("gunicorn_log_all", "werkzeug")},
     "edit": {"doctors": 10, "edits": 50},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -49,7 +49,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "poll": {"polls": 20, "booked_polls": 3, "reconciles": 2},
     "memory": {"total": 200, "rounds": 2, "doctors": 5, "workers": 8},
     "webhook": {"doctors": 3, "seconds": 1.0, "threads": 4,
-                "variants": ("gunicorn_no_access_log", "werkzeug")},
+                "variants": ("gunicorn_log_all", "werkzeug")},
     "edit": {"doctors": 2, "edits": 3},
 }
 
@@ -113,7 +113,8 @@ def run_all(quick: bool, runs: int, heavy_runs: int, only: set[str] | None = Non
                                              log=lambda m: log("[gen_db]" + m))
             out = _median_runs(lambda: b_poll.run(url, **scale["poll"]), runs,
                                ["poll_empty_ms_median", "poll_one_new_ms_median",
-                                "reconcile_s_median", "reconcile_first_full_s"])
+                                "reconcile_s_median", "reconcile_full_s",
+                                "reconcile_after_restart_s"])
             out["generation_s"] = None if gen_s is None else round(gen_s, 1)
             return out
         results["poll"] = timed("poll+reconcile", poll)
@@ -188,10 +189,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
             po["poll_empty_ms_median"] <= 20 and key == "PRIMARY"))
         out.append(Row(
             f"upcoming-window reconcile ({po['upcoming']:,} upcoming)",
-            f"{_fmt(po['reconcile_s_median'], ' s')} steady state (first of a process, all "
-            f"rows compared: {_fmt(po['reconcile_first_full_s'], ' s')}); "
+            f"{_fmt(po['reconcile_s_median'], ' s')} steady state, "
+            f"{_fmt(po['reconcile_after_restart_s'], ' s')} first after a restart (stored "
+            f"digests); every row compared (each 60th): {_fmt(po['reconcile_full_s'], ' s')}; "
             f"queued {po['reconcile_queued']}",
-            "≤ 1 s", po["reconcile_s_median"] <= 1.0))
+            "≤ 1 s", po["reconcile_s_median"] <= 1.0
+            and po["reconcile_after_restart_s"] <= 1.0))
     wh = r.get("webhook")
     if wh:
         if wh.get("status") == "n/a":
@@ -200,6 +203,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
         else:
             others = "; ".join(
                 f"{label} {_fmt(wh[key], '/s')}" for key, label in (
+                    ("gunicorn_log_all_rate_per_s", "access line per notification"),
                     ("gunicorn_no_access_log_rate_per_s", "without access log"),
                     ("werkzeug_rate_per_s", "werkzeug dev server"))
                 if isinstance(wh.get(key), int | float))

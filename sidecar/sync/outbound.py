@@ -16,6 +16,8 @@ the event), on the item's ``event_id`` being stored *before* the insert is sent,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -31,6 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sidecar import __version__
 from sidecar import google_api as g
 from sidecar.appointments import (
     AppointmentFacts,
@@ -57,10 +60,15 @@ from sidecar.timezones import ResolvedZone
 log = logging.getLogger(__name__)
 
 CURSOR_LAST_ID = "outbound.last_appointment_id"
+#: the day digests of the last completed reconcile (any process): a restart compares against
+#: them instead of loading the whole window
+CURSOR_DIGESTS = "outbound.window_digests"
 #: seconds between polls of a pending conference; bounded, then a new create request
 CONFERENCE_POLL_DELAYS = (0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 #: while items are in flight and the queue looked empty, how often process_due looks again
 RECHECK_SECONDS = 0.05
+#: bump when the fingerprint or the day digest changes meaning (stored digests are then unused)
+DIGEST_FORMAT = 1
 RETRY_BASE_SECONDS = 2.0
 RETRY_MAX_SECONDS = 900.0
 PERMANENT_FAILURE_RETRY = timedelta(hours=6)
@@ -84,6 +92,26 @@ class _Context:
 class _WindowDigests:
     context: tuple[int, ...]
     days: dict[date, tuple[int, int]]
+
+    def dump(self, settings_key: str) -> str:
+        return json.dumps({"v": settings_key, "context": list(self.context),
+                           "days": {d.isoformat(): list(v) for d, v in self.days.items()}})
+
+    @classmethod
+    def load(cls, raw: str | None, settings_key: str) -> _WindowDigests | None:
+        """Digests stored by an earlier reconcile, or None when absent, unreadable or made
+        under other settings or another version (then everything is compared)."""
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            if data.get("v") != settings_key:
+                return None
+            return cls(tuple(int(x) for x in data["context"]),
+                       {date.fromisoformat(d): (int(v[0]), int(v[1]))
+                        for d, v in data["days"].items()})
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return None
 
 
 @dataclass
@@ -212,9 +240,11 @@ class OutboundSync:
         On MariaDB/MySQL the database digests each day of the window (appointment rows,
         service links, our items' state and fingerprint) and what events take from other
         tables (names, services, zones); only days whose digest differs from the last
-        reconcile of this process are loaded and compared. The first reconcile of a process,
-        every ``full_reconcile_every``-th, ``full=True``, a changed context digest or a
-        database without digests look at every day.
+        completed reconcile are loaded and compared. Those digests are stored with the
+        reconcile's work (``CURSOR_DIGESTS``), so a restarted process or another replica
+        starts from them. Every ``full_reconcile_every``-th reconcile, ``full=True``, no usable
+        stored digests (none yet, other fingerprint settings, another version), a changed
+        context digest or a database without digests look at every day.
         """
         result = CycleResult()
         now = self.now()
@@ -230,6 +260,9 @@ class OutboundSync:
                     self.reader.context_digest(conn),
                     self.reader.day_digests(conn, first, last, self.state.tables.items))
             known = self._digests
+            if known is None and digests is not None and not full:
+                known = _WindowDigests.load(self.state.get_cursor(CURSOR_DIGESTS, conn=conn),
+                                            self._digest_settings_key())
             if full or digests is None or known is None or known.context != digests.context:
                 ids = self.reader.ids_starting_between(conn, first, last)
             else:
@@ -256,11 +289,22 @@ class OutboundSync:
                 conn.commit()
             result.queued += self._requeue_vanished(conn, now)
             result.queued += self._requeue_reconnected(conn, now)
+            # Stored with the work: digests were read before the loads, so a change made in
+            # between shows up as a differing digest next time, never as a miss.
+            if digests is not None:
+                self.state.set_cursor(CURSOR_DIGESTS,
+                                      digests.dump(self._digest_settings_key()), conn=conn)
             conn.commit()
-        # Remembered only after the work is committed: digests were read before the loads, so
-        # a change made in between shows up as a differing digest next time, never as a miss.
         self._digests = digests
         return result
+
+    def _digest_settings_key(self) -> str:
+        """What stored digests are valid for: the settings that shape fingerprints, and the
+        version of the code that computes fingerprints and digests."""
+        sync = self.settings.sync
+        shaping = "|".join((sync.summary_template, sync.description_template, sync.attendees,
+                            str(sync.upcoming_days)))
+        return f"{__version__}:{DIGEST_FORMAT}:" + hashlib.sha256(shaping.encode()).hexdigest()
 
     def _requeue_vanished(self, conn: sa.Connection, now: datetime) -> int:
         t = self.state.tables.items
