@@ -15,13 +15,16 @@ whoever ran them: the webhook's ``InboundWorker`` or the scheduler's ``inbound_d
 The served process's worker cannot be inspected from here, so its counters are derived:
 ``worker_notified`` is the ``accepted`` webhook count from its ``GET /metrics``,
 ``worker_coalesced`` the notifications that cost no sync of their own (notified − syncs) and
-``worker_rounds`` the sync rounds seen at the emulator (bursts of ``events.list`` calls more
-than ``ROUND_GAP`` apart; a worker round is followed by a ``min_interval`` = 1 s pause).
+``worker_rounds`` the sync rounds seen at the emulator: bursts of ``events.list`` calls at most
+``ROUND_GAP`` apart (a worker round is followed by a ``min_interval`` = 1 s pause), a burst
+being cut where a doctor comes again (the scheduler's job may run between worker rounds).
 
 For comparison (``variants``), the same load against other servers: ``werkzeug`` is the
 threaded dev server inside this process with the bench's own worker (whose exact counters are
-reported next to the derived ones); ``gunicorn_no_access_log`` and ``gunicorn_threads_N`` are
-``serve`` with one production setting changed (``bench.serve_variant``).
+reported next to the derived ones); ``gunicorn_log_all`` is ``serve`` with an access line for
+every request, accepted notifications included (``serve`` leaves those out);
+``gunicorn_no_access_log`` and ``gunicorn_threads_N`` are ``serve`` with one gunicorn setting
+changed. The served variants run through ``bench.serve_variant``.
 """
 
 from __future__ import annotations
@@ -50,13 +53,14 @@ from sidecar.emulator.server import run_in_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEBHOOK_PATH = "/webhook/google"
-ROUND_GAP = 0.5  # a longer gap between two events.list calls starts a new sync round
+ROUND_GAP = 0.5  # a longer pause between two events.list calls starts a new sync round
 SETTLE_QUIET = 0.5  # seconds without a new sync and with no due flag: the syncs are over
 # (a worker round takes a due flag just before its events.list call, and the flag is written
 # before the doctor is queued, so "no flag and quiet" is reached only between rounds)
 #: variant name -> gunicorn setting overrides for ``bench.serve_variant`` (None: in-process)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "werkzeug": None,
+    "gunicorn_log_all": {"_log_all": True},
     "gunicorn_no_access_log": {"accesslog": None},
 }
 
@@ -116,9 +120,8 @@ def run(*, doctors: int, seconds: float, threads: int,
                                    seconds, threads)
 
             out = measure(None)
-            out["server"] = (f"kc-sidecar serve: gunicorn gthread 1×{_serve_threads()}, "
-                             "access log on" if gunicorn
-                             else "werkzeug threaded, gunicorn not installed")
+            out["server"] = (f"kc-sidecar serve: gunicorn gthread 1×{_serve_threads()}"
+                             if gunicorn else "werkzeug threaded, gunicorn not installed")
             for variant in variants:
                 if variant.startswith("gunicorn") and not gunicorn:
                     continue
@@ -301,9 +304,14 @@ def _settle(google: Any, inbound: Any, timeout: float = 30.0) -> tuple[int, int]
         elif time.monotonic() - since >= SETTLE_QUIET and not inbound.due_doctors():
             break
         time.sleep(0.2)
-    calls = google.requests("calendar.events.list")
-    times = sorted(datetime.fromisoformat(c["time"]).timestamp() for c in calls)
-    rounds = sum(1 for i, t in enumerate(times) if i == 0 or t - times[i - 1] > ROUND_GAP)
+    calls = sorted(((datetime.fromisoformat(c["time"]).timestamp(), c.get("user"))
+                    for c in google.requests("calendar.events.list")), key=lambda c: c[0])
+    rounds, previous, seen = 0, float("-inf"), set()
+    for at, user in calls:
+        if at - previous > ROUND_GAP or user in seen:
+            rounds, seen = rounds + 1, set()
+        seen.add(user)
+        previous = at
     return len(calls), rounds
 
 
