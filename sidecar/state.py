@@ -583,13 +583,14 @@ class StateStore:
                         .order_by(t.c.next_attempt_at, t.c.appointment_id)
                         .limit(limit - len(rows))
                     ).scalars().all()
-                    if candidates:
-                        c.execute(
-                            sa.update(t)
-                            .where(t.c.appointment_id.in_(sorted(candidates)), due)
-                            .values(claimed_by=worker_id[:191], claim_token=token,
-                                    claimed_until=until, requeued=0)
-                        )
+                    if not candidates:
+                        break  # nothing (more) is due; ``rows`` holds what was claimed
+                    c.execute(
+                        sa.update(t)
+                        .where(t.c.appointment_id.in_(sorted(candidates)), due)
+                        .values(claimed_by=worker_id[:191], claim_token=token,
+                                claimed_until=until, requeued=0)
+                    )
                     before = len(rows)
                     rows = c.execute(
                         sa.select(t).where(t.c.claim_token == token)
@@ -598,7 +599,7 @@ class StateStore:
                 # Items a concurrent claim took between our read and our update are missing:
                 # look again for others (an empty answer must mean "nothing due", or the
                 # caller would stop early), a few times at most.
-                if not candidates or len(rows) - before == len(candidates) or len(rows) >= limit:
+                if len(rows) - before == len(candidates) or len(rows) >= limit:
                     break
             except sa.exc.OperationalError as err:
                 code = err.orig.args[0] if err.orig is not None and err.orig.args else None
