@@ -9,7 +9,7 @@ from datetime import time, timedelta
 import sqlalchemy as sa
 
 from sidecar.state import StateStore
-from sidecar.sync.outbound import CURSOR_LAST_ID, OutboundSync
+from sidecar.sync.outbound import CURSOR_DIGESTS, CURSOR_LAST_ID, OutboundSync
 
 
 def _three_days(world):
@@ -123,5 +123,17 @@ def test_stored_digests_are_not_trusted_under_other_event_settings(world):
     try:
         res = ob.reconcile()
         assert res.scanned == 3 and res.queued == 3  # every event's summary changes
+    finally:
+        ob.close()
+
+
+def test_unreadable_stored_digests_mean_a_full_compare(world):
+    _three_days(world)
+    world.runtime.state.set_cursor(CURSOR_DIGESTS, '{"v": 1, "days": "garbage"')
+    ob = _restarted(world)
+    try:
+        assert ob.reconcile().scanned == 3  # compared everything; nothing was wrong
+        assert ob.reconcile().scanned == 0  # and stored fresh digests
+        assert _restarted(world).reconcile().scanned == 0
     finally:
         ob.close()
