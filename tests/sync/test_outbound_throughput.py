@@ -3,6 +3,8 @@ streaming worker pool (several of one doctor's items at once, each appointment a
 
 from __future__ import annotations
 
+import threading
+import time as systime
 from datetime import date, time
 
 from sidecar.sync.outbound import OutboundSync
@@ -49,3 +51,27 @@ def test_a_limit_caps_what_one_run_processes(world):
     world.outbound.scan_new()
     assert world.outbound.process_due(limit=4).processed == 4
     assert world.outbound.process_due().processed == 2
+
+
+def test_a_drain_round_starts_what_became_due_while_it_was_busy(world):
+    """process_due with a limit (the scheduler's drain rounds) looks again for due items while
+    others are in flight, so a booking noticed meanwhile starts in the same round instead of
+    waiting for the next one."""
+    doctor, service, _ = world.doctor()
+    other, other_service, _ = world.doctor()
+    first = world.book(doctor, service, date(2026, 12, 3), time(9, 0))
+    world.outbound.scan_new()
+    world.google.set_latency(0.6, "calendar.events.insert")
+    results = []
+    drain = threading.Thread(target=lambda: results.append(world.outbound.process_due(limit=10)))
+    drain.start()
+    deadline = systime.monotonic() + 10
+    while (world.runtime.state.get_item(first.id).state != "creating"
+           and systime.monotonic() < deadline):
+        systime.sleep(0.01)  # the first insert is now in flight for 0.6 s
+    second = world.book(other, other_service, date(2026, 12, 3), time(10, 0))
+    assert world.outbound.scan_new().queued == 1
+    drain.join(timeout=30)
+    world.google.set_latency(0.0, "calendar.events.insert")
+    assert results and results[0].created == 2
+    assert world.mapping(first.id) and world.mapping(second.id)
