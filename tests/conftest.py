@@ -6,6 +6,7 @@ Every test run creates its own databases named ``kcsc_t_<random>`` on the MariaD
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -74,3 +75,19 @@ def accounts_site(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """``sidecar.cli.main`` configures process logging; leave the root logger as the test
+    found it (modules that call ``main`` use it for every test)."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in saved_handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in saved_handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(saved_level)

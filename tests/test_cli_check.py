@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,9 @@ from wp_schema.ddl import create_site
 from wp_schema.meta import Options
 from wp_schema.names import TableNames
 from wp_schema.reflect import SiteSchema
+
+# sidecar.cli.main configures process logging (tests/conftest.py restores it)
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
 
 SECRET_KEY = "check-test-secret-key-0123456789"
 
@@ -35,19 +37,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return set_env
 
 
-@pytest.fixture(autouse=True)
-def restore_root_logger() -> Iterator[None]:
-    """main() configures process logging; leave the root logger as the test found it."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in saved_handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    for handler in saved_handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(saved_level)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

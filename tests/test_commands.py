@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -27,18 +26,13 @@ from tests.sync.conftest import SyncWorld, make_world
 from wp_schema.ddl import create_site
 from wp_schema.names import TableNames
 
+# sidecar.cli.main configures process logging (tests/conftest.py restores it)
+pytestmark = pytest.mark.usefixtures("restore_root_logger")
+
 ROOT = Path(__file__).resolve().parent.parent
 KC_SIDECAR = [sys.executable, "-m", "sidecar.cli"]
 
 
-@pytest.fixture(autouse=True)
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in saved_handlers]:
-        root.removeHandler(handler)
-    root.setLevel(saved_level)
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ sidecar's pages, the emulator's consent, and PHP reading what the sidecar stored
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -169,19 +167,6 @@ def test_invite_link_connects_without_wordpress_login_once(clinic: Clinic) -> No
 # -- the CLI: kc-sidecar connect-url / disconnect ------------------------------------------------
 
 
-@pytest.fixture
-def restore_root_logger() -> Iterator[None]:
-    """main() configures process logging; leave the root logger as the test found it."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in saved_handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    for handler in saved_handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(saved_level)
 
 
 def write_config(clinic: Clinic, path: Any) -> str:
