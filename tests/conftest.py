@@ -57,6 +57,20 @@ def new_mysql_database(mysql_server: sa.Engine) -> Iterator[Callable[[], str]]:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
+def with_kivicare_site(url: str) -> str:
+    """Create the WordPress + KiviCare v4 tables (mapping shape c) in ``url``; returns it."""
+    engine = create_engine(url)
+    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def sync_db(new_mysql_database: Callable[[], str]) -> str:
+    """A fresh database with the WordPress + KiviCare v4 tables (mapping shape c)."""
+    return with_kivicare_site(new_mysql_database())
+
+
 @pytest.fixture(scope="module")
 def accounts_site(
     new_mysql_database: Callable[[], str],

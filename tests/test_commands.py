@@ -12,7 +12,7 @@ import sys
 import time as systime
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -21,10 +21,7 @@ import sqlalchemy as sa
 
 from sidecar.cli import main
 from sidecar.clock import SystemClock
-from sidecar.db import create_engine
 from tests.sync.conftest import SyncWorld, make_world
-from wp_schema.ddl import create_site
-from wp_schema.names import TableNames
 
 # sidecar.cli.main configures process logging (tests/conftest.py restores it)
 pytestmark = pytest.mark.usefixtures("restore_root_logger")
@@ -36,12 +33,8 @@ KC_SIDECAR = [sys.executable, "-m", "sidecar.cli"]
 
 
 @pytest.fixture
-def world(new_mysql_database: Callable[[], str]) -> Iterator[SyncWorld]:
-    url = new_mysql_database()
-    engine = create_engine(url)
-    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
-    engine.dispose()
-    yield from make_world(url, SystemClock())  # type: ignore[arg-type]
+def world(sync_db: str) -> Iterator[SyncWorld]:
+    yield from make_world(sync_db, SystemClock())  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import threading
 import time as systime
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, time
 
 import pytest
 
 from sidecar.clock import FakeClock
-from sidecar.db import create_engine, named_lock
+from sidecar.db import named_lock
 from sidecar.scheduler import RECONCILE_LOCK, SCAN_LOCK, SyncScheduler
 from tests.sync.conftest import SyncWorld, make_world
-from wp_schema.ddl import create_site
-from wp_schema.names import TableNames
 
 
 @pytest.fixture
-def world(new_mysql_database: Callable[[], str], clock: FakeClock) -> Iterator[SyncWorld]:
-    url = new_mysql_database()
-    engine = create_engine(url)
-    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
-    engine.dispose()
-    yield from make_world(url, clock)
+def world(sync_db: str, clock: FakeClock) -> Iterator[SyncWorld]:
+    yield from make_world(sync_db, clock)
 
 
 @pytest.fixture

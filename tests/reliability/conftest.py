@@ -92,19 +92,6 @@ def _token_values(meta_value: str | None) -> list[str]:
 
 
 @pytest.fixture
-def sync_db(new_mysql_database: Callable[[], str]) -> str:
-    from sidecar.db import create_engine
-    from wp_schema.ddl import create_site
-    from wp_schema.names import TableNames
-
-    url = new_mysql_database()
-    engine = create_engine(url)
-    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
-    engine.dispose()
-    return url
-
-
-@pytest.fixture
 def world_factory(sync_db: str, log_tap: secret_scan.LogTap
                   ) -> Iterator[Callable[..., SyncWorld]]:
     """``make(clock=None, sync=None, **emulator_kwargs)`` → a SyncWorld on this test's database

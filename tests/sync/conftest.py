@@ -28,8 +28,7 @@ from sidecar.kc_seed import Booking, KiviCareWriter
 from sidecar.runtime import Runtime, build_runtime
 from sidecar.services import attach_google
 from sidecar.sync.outbound import OutboundSync
-from wp_schema.ddl import create_site
-from wp_schema.names import TableNames
+from tests.conftest import with_kivicare_site
 
 CLIENT_ID = "sync-tests.apps.googleusercontent.com"
 CLIENT_SECRET = "sync-tests-client-secret"
@@ -99,15 +98,6 @@ class SyncWorld:
         for _ in range(rounds):
             self.outbound.run_once()
             self.clock.advance(step)
-
-
-@pytest.fixture
-def sync_db(new_mysql_database: Callable[[], str]) -> str:
-    url = new_mysql_database()
-    engine = create_engine(url)
-    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
-    engine.dispose()
-    return url
 
 
 def make_world(url: str, clock: FakeClock, *, sync: SyncSettings | None = None,
@@ -233,8 +223,4 @@ def make_push_world(url: str, clock: FakeClock) -> Iterator[PushWorld]:
 
 @pytest.fixture(scope="module")
 def push(new_mysql_database: Callable[[], str]) -> Iterator[PushWorld]:
-    url = new_mysql_database()
-    engine = create_engine(url)
-    create_site(engine, TableNames(), kivicare="v4", mapping_shape="c")
-    engine.dispose()
-    yield from make_push_world(url, FakeClock())
+    yield from make_push_world(with_kivicare_site(new_mysql_database()), FakeClock())
