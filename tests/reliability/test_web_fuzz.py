@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 from typing import Any
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -51,11 +51,7 @@ CONTENT_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data; boun
 @pytest.fixture(scope="module")
 def clinic(clinic_factory: Any) -> Clinic:
     clinic = clinic_factory()
-    past = int(clinic.clock.time()) - 60
-    (_, expired), (_, logged_out) = clinic.wp.mint_login_cookies(
-        [(clinic.ids["doc_one"], past, False), (clinic.ids["doc_one"], None, False)])
-    clinic.wp.logout(clinic.ids["doc_one"], unquote_plus(logged_out).split("|")[2])
-    clinic.extra.update(expired=expired, logged_out=logged_out)
+    clinic.add_stale_cookies()
     # a connected doctor, so that tokens exist to leak
     assert clinic.connect(clinic.browser("doc_one"), email="fuzz@gmail.test").status_code == 303
     return clinic

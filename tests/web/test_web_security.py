@@ -4,7 +4,7 @@ changes nothing in WordPress's user meta."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -19,12 +19,7 @@ pytestmark = pytest.mark.php
 @pytest.fixture(scope="module")
 def clinic(clinic_factory: Any) -> Clinic:
     clinic = clinic_factory()
-    # Extra cookies, minted in one PHP run: already expired; and one logged out in WordPress.
-    past = int(clinic.clock.time()) - 60
-    (_, expired), (_, logged_out) = clinic.wp.mint_login_cookies(
-        [(clinic.ids["doc_one"], past, False), (clinic.ids["doc_one"], None, False)])
-    clinic.wp.logout(clinic.ids["doc_one"], unquote_plus(logged_out).split("|")[2])
-    clinic.extra.update(expired=expired, logged_out=logged_out)
+    clinic.add_stale_cookies()
     return clinic
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import pytest
 import requests
@@ -107,6 +107,16 @@ class Clinic:
                 "SELECT meta_key, meta_value FROM wp_usermeta WHERE user_id = :u "
                 "ORDER BY umeta_id"), {"u": user_id}).all()
         return {k: v for k, v in reversed(rows)}
+
+    def add_stale_cookies(self, login: str = "doc_one") -> None:
+        """``extra["expired"]`` and ``extra["logged_out"]``: two of ``login``'s cookies minted in
+        one PHP run, one already expired and one whose session WordPress has logged out."""
+        user = self.ids[login]
+        past = int(self.clock.time()) - 60
+        (_, expired), (_, logged_out) = self.wp.mint_login_cookies(
+            [(user, past, False), (user, None, False)])
+        self.wp.logout(user, unquote_plus(logged_out).split("|")[2])
+        self.extra.update(expired=expired, logged_out=logged_out)
 
     def connect(self, session: requests.Session, *, doctor: int | None = None,
                 email: str = "doctor@gmail.test", path: str | None = None) -> requests.Response:
